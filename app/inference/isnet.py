@@ -1,0 +1,162 @@
+"""IS-Net (DIS, Qin et al., ECCV 2022): the RSU encoder-decoder with side outputs.
+
+Written from the paper and the published graph. BatchNorm is folded into the
+convolutions of the weights we ship, so every ``ConvReLU`` is a biased 3x3
+convolution followed by ReLU. Parameter names follow the original module paths
+(``stage1.rebnconvin.conv.weight`` and so on) so weights load by name, strictly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class ConvReLU(nn.Module):
+    """3x3 convolution (BatchNorm folded in) and ReLU; ``dilation`` widens the field."""
+
+    def __init__(self, in_channels: int, out_channels: int, dilation: int = 1) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=dilation, dilation=dilation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.conv(x), inplace=True)
+
+
+def upsample_like(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    return F.interpolate(x, size=reference.shape[2:], mode="bilinear", align_corners=False)
+
+
+def downsample(x: torch.Tensor) -> torch.Tensor:
+    return F.max_pool2d(x, 2, stride=2, ceil_mode=True)
+
+
+class RSU(nn.Module):
+    """Residual U-block of ``depth`` levels (RSU-7 ... RSU-4 in the paper).
+
+    The encoder halves the resolution ``depth - 2`` times; the bottom level uses
+    dilation 2 instead of another pooling; the decoder concatenates skip
+    connections and upsamples back; the block's input projection is added at the end.
+    """
+
+    def __init__(self, depth: int, in_channels: int, mid_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.depth = depth
+        self.rebnconvin = ConvReLU(in_channels, out_channels)
+        self.rebnconv1 = ConvReLU(out_channels, mid_channels)
+        for level in range(2, depth):
+            self.add_module(f"rebnconv{level}", ConvReLU(mid_channels, mid_channels))
+        self.add_module(f"rebnconv{depth}", ConvReLU(mid_channels, mid_channels, dilation=2))
+        for level in range(depth - 1, 1, -1):
+            self.add_module(f"rebnconv{level}d", ConvReLU(mid_channels * 2, mid_channels))
+        self.rebnconv1d = ConvReLU(mid_channels * 2, out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x_in = self.rebnconvin(x)
+        skips = [self.rebnconv1(x_in)]
+        for level in range(2, self.depth):
+            skips.append(getattr(self, f"rebnconv{level}")(downsample(skips[-1])))
+        x = getattr(self, f"rebnconv{self.depth}")(skips[-1])
+        for level in range(self.depth - 1, 0, -1):
+            x = getattr(self, f"rebnconv{level}d")(torch.cat((x, skips[level - 1]), 1))
+            if level > 1:
+                x = upsample_like(x, skips[level - 2])
+        return x + x_in
+
+
+class RSU4F(nn.Module):
+    """RSU-4F: the resolution-keeping variant for the coarsest stages (dilations 1, 2, 4, 8)."""
+
+    def __init__(self, in_channels: int, mid_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.rebnconvin = ConvReLU(in_channels, out_channels)
+        self.rebnconv1 = ConvReLU(out_channels, mid_channels, dilation=1)
+        self.rebnconv2 = ConvReLU(mid_channels, mid_channels, dilation=2)
+        self.rebnconv3 = ConvReLU(mid_channels, mid_channels, dilation=4)
+        self.rebnconv4 = ConvReLU(mid_channels, mid_channels, dilation=8)
+        self.rebnconv3d = ConvReLU(mid_channels * 2, mid_channels, dilation=4)
+        self.rebnconv2d = ConvReLU(mid_channels * 2, mid_channels, dilation=2)
+        self.rebnconv1d = ConvReLU(mid_channels * 2, out_channels, dilation=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x_in = self.rebnconvin(x)
+        x1 = self.rebnconv1(x_in)
+        x2 = self.rebnconv2(x1)
+        x3 = self.rebnconv3(x2)
+        x4 = self.rebnconv4(x3)
+        x = self.rebnconv3d(torch.cat((x4, x3), 1))
+        x = self.rebnconv2d(torch.cat((x, x2), 1))
+        x = self.rebnconv1d(torch.cat((x, x1), 1))
+        return x + x_in
+
+
+class ISNet(nn.Module):
+    """IS-Net for dichotomous image segmentation.
+
+    Input: ``N x 3 x H x W`` with H and W multiples of 32, normalised as
+    ``(x - 128) / 256`` on 0-255 RGB. Output: ``N x 1 x H x W`` logits of the
+    finest side output (apply a sigmoid for the matte). ``side_outputs=True``
+    returns all six logits, finest first, as the training code does.
+    """
+
+    def __init__(self, in_channels: int = 3, out_channels: int = 1) -> None:
+        super().__init__()
+        self.conv_in = nn.Conv2d(in_channels, 64, 3, stride=2, padding=1)
+
+        self.stage1 = RSU(7, 64, 32, 64)
+        self.stage2 = RSU(6, 64, 32, 128)
+        self.stage3 = RSU(5, 128, 64, 256)
+        self.stage4 = RSU(4, 256, 128, 512)
+        self.stage5 = RSU4F(512, 256, 512)
+        self.stage6 = RSU4F(512, 256, 512)
+
+        self.stage5d = RSU4F(1024, 256, 512)
+        self.stage4d = RSU(4, 1024, 128, 256)
+        self.stage3d = RSU(5, 512, 64, 128)
+        self.stage2d = RSU(6, 256, 32, 64)
+        self.stage1d = RSU(7, 128, 16, 64)
+
+        self.side1 = nn.Conv2d(64, out_channels, 3, padding=1)
+        self.side2 = nn.Conv2d(64, out_channels, 3, padding=1)
+        self.side3 = nn.Conv2d(128, out_channels, 3, padding=1)
+        self.side4 = nn.Conv2d(256, out_channels, 3, padding=1)
+        self.side5 = nn.Conv2d(512, out_channels, 3, padding=1)
+        self.side6 = nn.Conv2d(512, out_channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor, side_outputs: bool = False) -> torch.Tensor | list[torch.Tensor]:
+        if x.shape[-2] % 32 or x.shape[-1] % 32:
+            raise ValueError(f"height and width must be multiples of 32, got {tuple(x.shape[-2:])}")
+        size = x.shape[2:]
+        x1 = self.stage1(self.conv_in(x))
+        x2 = self.stage2(downsample(x1))
+        x3 = self.stage3(downsample(x2))
+        x4 = self.stage4(downsample(x3))
+        x5 = self.stage5(downsample(x4))
+        x6 = self.stage6(downsample(x5))
+
+        d5 = self.stage5d(torch.cat((upsample_like(x6, x5), x5), 1))
+        d4 = self.stage4d(torch.cat((upsample_like(d5, x4), x4), 1))
+        d3 = self.stage3d(torch.cat((upsample_like(d4, x3), x3), 1))
+        d2 = self.stage2d(torch.cat((upsample_like(d3, x2), x2), 1))
+        d1 = self.stage1d(torch.cat((upsample_like(d2, x1), x1), 1))
+
+        finest = F.interpolate(self.side1(d1), size=size, mode="bilinear", align_corners=False)
+        if not side_outputs:
+            return finest
+        coarser = [
+            F.interpolate(side(features), size=size, mode="bilinear", align_corners=False)
+            for side, features in ((self.side2, d2), (self.side3, d3), (self.side4, d4), (self.side5, d5), (self.side6, x6))
+        ]
+        return [finest, *coarser]
+
+
+def load_isnet(path: Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> ISNet:
+    """Build IS-Net and load converted weights from a safetensors file (strict names)."""
+    from safetensors.torch import load_file
+
+    model = ISNet()
+    model.load_state_dict(load_file(str(path)), strict=True)
+    return model.to(device=device, dtype=dtype).eval()

