@@ -1,0 +1,133 @@
+"""Azure's error envelope, byte for byte.
+
+Two families (CONTRACT.md §4): backend errors carry a named code, compact JSON,
+``application/json; charset=utf-8`` and ``x-ms-error-code``; gateway (APIM)
+errors carry the status as the code, a space after ``"message":`` and plain
+``application/json``.
+"""
+
+from __future__ import annotations
+
+import json
+
+from starlette.responses import Response
+
+API_SUPPORTED_VERSIONS = (
+    "4.0-pre1,2022-07-31-preview,2022-10-12-preview,2023-02-01-preview,"
+    "2023-04-01-preview,2023-06-01-preview,2023-07-01-preview,2023-10-01"
+)
+
+
+class AzureError(Exception):
+    """A backend error: ``{"error":{"code":…,"message":…[,"innererror":{…}]}}``."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        inner_code: str | None = None,
+        inner_message: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.inner_code = inner_code
+        self.inner_message = inner_message
+        self.headers = headers or {}
+
+    def body(self) -> bytes:
+        error: dict[str, object] = {"code": self.code, "message": self.message}
+        if self.inner_code is not None:
+            error["innererror"] = {"code": self.inner_code, "message": self.inner_message or ""}
+        return json.dumps({"error": error}, separators=(",", ":"), ensure_ascii=False).encode()
+
+    def response(self) -> Response:
+        headers = {"x-ms-error-code": self.code, **self.headers}
+        return Response(self.body(), self.status, headers=headers, media_type="application/json; charset=utf-8")
+
+
+class GatewayError(AzureError):
+    """An APIM gateway error: ``{"error":{"code":"404","message": "Resource not found"}}``."""
+
+    def body(self) -> bytes:
+        return (
+            '{"error":{"code":' + json.dumps(self.code) + ',"message": ' + json.dumps(self.message, ensure_ascii=False) + "}}"
+        ).encode()
+
+    def response(self) -> Response:
+        # Starlette appends "; charset=utf-8" to text/* only, so application/json stays bare as APIM sends it.
+        return Response(self.body(), self.status, headers=self.headers, media_type="application/json")
+
+
+def invalid_request(message: str, inner_code: str | None = None, inner_message: str | None = None) -> AzureError:
+    return AzureError(400, "InvalidRequest", message, inner_code, inner_message)
+
+
+def invalid_mode() -> AzureError:
+    return invalid_request("Value for mode is invalid.")
+
+
+def invalid_image_size(limit: int) -> AzureError:
+    return invalid_request(f"The image size is not allowed to be zero or larger than {limit} bytes.")
+
+
+def invalid_image_dimension(minimum: int, maximum: int) -> AzureError:
+    return invalid_request(f"The image dimension is not allowed to be smaller than {minimum} and larger than {maximum}.")
+
+
+def invalid_image_format() -> AzureError:
+    return invalid_request("Image format is not valid.", "InvalidImageFormat", "Input data is not a valid image.")
+
+
+def url_not_accessible() -> AzureError:
+    return invalid_request("The provided image url is not accessible.")
+
+
+def unsupported_content_type(content_type: str) -> AzureError:
+    return invalid_request(f"The provided image content type {content_type} is not supported.")
+
+
+def invalid_json_body() -> AzureError:
+    return invalid_request("The request body is not valid JSON with a 'url' property.")
+
+
+def internal_error() -> AzureError:
+    return AzureError(500, "InternalServerError", "The processing resulted in an internal error.")
+
+
+def service_unavailable() -> AzureError:
+    return AzureError(503, "ServiceUnavailable", "The service is unavailable.")
+
+
+def resource_not_found() -> GatewayError:
+    return GatewayError(404, "404", "Resource not found")
+
+
+def invalid_key() -> GatewayError:
+    return GatewayError(
+        401,
+        "401",
+        "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid key "
+        "for an active subscription and use a correct regional API endpoint for your resource.",
+    )
+
+
+def missing_key() -> GatewayError:
+    return GatewayError(
+        401,
+        "401",
+        "Access denied due to missing subscription key. Make sure to include subscription key when making requests to an API.",
+    )
+
+
+def rate_limited(retry_after_s: int) -> GatewayError:
+    return GatewayError(
+        429,
+        "429",
+        "Requests to the Segment Operation under Computer Vision API have exceeded the capacity of this service. "
+        f"Please retry after {retry_after_s} second{'s' if retry_after_s != 1 else ''}.",
+        headers={"Retry-After": str(retry_after_s)},
+    )

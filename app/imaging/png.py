@@ -1,0 +1,84 @@
+"""PNG encoding in the form Azure's segment responses take (CONTRACT.md §3).
+
+- backgroundRemoval: 8-bit RGBA (colour type 6), straight alpha.
+- foregroundMatting: 8-bit indexed (colour type 3) with a 256-entry grey palette
+  and no tRNS: index = matte value.
+- Both: gAMA, sRGB and cHRM right after IHDR, IDAT in 8192-byte chunks, no other chunks.
+
+The encoder is a generator so responses stream: rows are filtered and deflated in
+bands with zlib, and each full IDAT chunk is yielded as soon as it exists. Byte-identical
+output with Azure is not a goal; RGBA rows use the Up filter (cheap in numpy, close
+to libpng's adaptive choice on photos), matte rows use None as Azure's do.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from typing import Iterator
+
+import numpy as np
+
+SIGNATURE = b"\x89PNG\r\n\x1a\n"
+IDAT_SIZE = 8192
+BAND_ROWS = 128
+_GAMA = struct.pack(">I", 45455)
+_SRGB = b"\x00"
+_CHRM = struct.pack(">8I", 31270, 32900, 64000, 33000, 30000, 60000, 15000, 6000)
+_GREY_PALETTE = np.repeat(np.arange(256, dtype=np.uint8), 3).tobytes()
+
+
+def chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def _header(width: int, height: int, colour_type: int) -> bytes:
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
+    return SIGNATURE + chunk(b"IHDR", ihdr) + chunk(b"gAMA", _GAMA) + chunk(b"sRGB", _SRGB) + chunk(b"cHRM", _CHRM)
+
+
+def _filtered_band(pixels: np.ndarray, start: int, stop: int, use_up: bool) -> bytes:
+    """Rows [start, stop) of an H x (W*C) uint8 array, each prefixed by its filter byte."""
+    rows = pixels[start:stop]
+    out = np.empty((rows.shape[0], rows.shape[1] + 1), dtype=np.uint8)
+    if use_up:
+        out[:, 0] = 2
+        previous = pixels[start - 1 : stop - 1] if start > 0 else np.concatenate((np.zeros_like(rows[:1]), rows[:-1]))
+        np.subtract(rows, previous, out=out[:, 1:], casting="unsafe")
+    else:
+        out[:, 0] = 0
+        out[:, 1:] = rows
+    return out.tobytes()
+
+
+def _stream(header: bytes, pixels: np.ndarray, use_up: bool, level: int) -> Iterator[bytes]:
+    yield header
+    compressor = zlib.compressobj(level, zlib.DEFLATED, 15, 8, zlib.Z_FILTERED if use_up else zlib.Z_DEFAULT_STRATEGY)
+    pending = bytearray()
+    height = pixels.shape[0]
+    for start in range(0, height, BAND_ROWS):
+        pending += compressor.compress(_filtered_band(pixels, start, min(start + BAND_ROWS, height), use_up))
+        if len(pending) >= IDAT_SIZE:
+            whole = len(pending) - len(pending) % IDAT_SIZE
+            yield b"".join(chunk(b"IDAT", bytes(pending[i : i + IDAT_SIZE])) for i in range(0, whole, IDAT_SIZE))
+            del pending[:whole]
+    pending += compressor.flush()
+    tail = b"".join(chunk(b"IDAT", bytes(pending[i : i + IDAT_SIZE])) for i in range(0, len(pending), IDAT_SIZE))
+    yield tail + chunk(b"IEND", b"")
+
+
+def iter_rgba_png(rgba: np.ndarray, level: int = 6) -> Iterator[bytes]:
+    """Stream an H x W x 4 uint8 array as an RGBA PNG."""
+    height, width, channels = rgba.shape
+    if channels != 4 or rgba.dtype != np.uint8:
+        raise ValueError("expected H x W x 4 uint8")
+    return _stream(_header(width, height, 6), rgba.reshape(height, width * 4), True, level)
+
+
+def iter_matte_png(matte: np.ndarray, level: int = 6) -> Iterator[bytes]:
+    """Stream an H x W uint8 matte as an indexed PNG with a grey palette."""
+    if matte.ndim != 2 or matte.dtype != np.uint8:
+        raise ValueError("expected H x W uint8")
+    height, width = matte.shape
+    header = _header(width, height, 3) + chunk(b"PLTE", _GREY_PALETTE)
+    return _stream(header, matte, False, level)

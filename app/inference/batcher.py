@@ -1,0 +1,120 @@
+"""Dynamic batching: many requests, one model worker.
+
+Requests put their preprocessed input on a bounded queue and await a future.
+One worker task takes the first waiting item, gathers more for at most
+``max_wait_s`` (or until ``max_batch_size``), runs the whole batch on a single
+inference thread and hands every request its own row. A failing batch fails
+only its own requests; the worker carries on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+PredictFn = Callable[[np.ndarray], np.ndarray]
+
+
+class QueueFullError(Exception):
+    """The batcher's queue is full; the caller should answer 429."""
+
+
+class BatchFailedError(Exception):
+    """Inference failed for the batch this request was in."""
+
+
+@dataclass
+class _Job:
+    image: np.ndarray
+    future: asyncio.Future[np.ndarray]
+
+
+@dataclass
+class BatchStats:
+    batches: int = 0
+    images: int = 0
+    failures: int = 0
+    sizes: list[int] = field(default_factory=list)  # the last few batch sizes, for tests and logs
+
+
+class Batcher:
+    def __init__(self, predict: PredictFn, max_batch_size: int, max_wait_s: float, queue_size: int) -> None:
+        self._predict = predict
+        self._max_batch_size = max_batch_size
+        self._max_wait_s = max_wait_s
+        self._queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=queue_size)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        self._worker: asyncio.Task[None] | None = None
+        self.stats = BatchStats()
+
+    @property
+    def depth(self) -> int:
+        return self._queue.qsize()
+
+    async def start(self) -> None:
+        self._worker = asyncio.create_task(self._run(), name="batcher")
+
+    async def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            try:
+                await self._worker
+            except asyncio.CancelledError:
+                pass
+        while not self._queue.empty():
+            job = self._queue.get_nowait()
+            if not job.future.done():
+                job.future.set_exception(BatchFailedError("service stopping"))
+        self._executor.shutdown(wait=True)
+
+    async def submit(self, image: np.ndarray) -> np.ndarray:
+        job = _Job(image, asyncio.get_running_loop().create_future())
+        try:
+            self._queue.put_nowait(job)
+        except asyncio.QueueFull:
+            raise QueueFullError from None
+        return await job.future
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            jobs = [await self._queue.get()]
+            deadline = time.monotonic() + self._max_wait_s
+            while len(jobs) < self._max_batch_size:
+                if not self._queue.empty():
+                    jobs.append(self._queue.get_nowait())
+                    continue
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                # Polling with short sleeps, not wait_for(queue.get()), so a timeout can never drop a job.
+                await asyncio.sleep(min(remaining, 0.001))
+            jobs = [job for job in jobs if not job.future.done()]  # the client went away
+            if jobs:
+                await self._run_batch(loop, jobs)
+
+    async def _run_batch(self, loop: asyncio.AbstractEventLoop, jobs: list[_Job]) -> None:
+        batch = np.stack([job.image for job in jobs])
+        try:
+            mattes = await loop.run_in_executor(self._executor, self._predict, batch)
+        except Exception as error:
+            self.stats.failures += 1
+            log.exception("inference failed for a batch of %d", len(jobs))
+            for job in jobs:
+                if not job.future.done():
+                    job.future.set_exception(BatchFailedError(str(error)))
+            return
+        self.stats.batches += 1
+        self.stats.images += len(jobs)
+        self.stats.sizes = (self.stats.sizes + [len(jobs)])[-1000:]
+        for job, matte in zip(jobs, mattes):
+            if not job.future.done():
+                job.future.set_result(matte)

@@ -1,0 +1,86 @@
+"""The FastAPI application: lifespan wiring of model, batcher and clients; routes; Azure errors."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
+import httpx
+from fastapi import FastAPI
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from app.http import errors, routes
+from app.http.auth import KeyChecker
+from app.http.body import MAX_IMAGE_BYTES
+from app.http.middleware import AzureHeadersMiddleware
+from app.http.url_fetch import UrlPolicy
+from app.inference.batcher import Batcher
+from app.inference.engine import MattingEngine
+from app.service import SegmentService
+from app.settings import Settings
+
+log = logging.getLogger("app")
+
+
+def create_app(settings: Settings, engine: MattingEngine | None = None) -> FastAPI:
+    """Build the app. ``engine`` lets tests share one loaded model between apps."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, object]]:
+        ready = asyncio.Event()
+        key_checker = KeyChecker(settings.all_api_keys())
+        if not key_checker.enforced:
+            log.warning("no API key configured (BGR_API_KEYS / BGR_API_KEYS_FILE): the service accepts every request")
+        matting = engine or await asyncio.to_thread(MattingEngine.from_settings, settings)
+        await asyncio.to_thread(matting.warm_up)
+        batcher = Batcher(matting.predict, settings.max_batch_size, settings.max_batch_wait_ms / 1000, settings.queue_size)
+        await batcher.start()
+        service = SegmentService(batcher, matting.resolution, settings.decode_concurrency, settings.png_compression, settings.retry_after_s)
+        url_policy = UrlPolicy.from_allow_list(
+            settings.url_allow,
+            max_bytes=MAX_IMAGE_BYTES,
+            timeout_s=settings.url_timeout_s,
+            max_redirects=settings.url_max_redirects,
+        )
+        async with httpx.AsyncClient(timeout=settings.url_timeout_s, follow_redirects=False, trust_env=False) as http_client:
+            ready.set()
+            log.info("ready on %s:%d (%s, %s)", settings.host, settings.port, matting.device, matting.dtype)
+            try:
+                yield {
+                    "ready": ready,
+                    "key_checker": key_checker,
+                    "segment_service": service,
+                    "batcher": batcher,
+                    "http_client": http_client,
+                    "url_policy": url_policy,
+                }
+            finally:
+                ready.clear()
+                await batcher.stop()
+
+    app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    for path in routes.SEGMENT_PATHS:
+        app.add_api_route(path, routes.segment, methods=["POST"])
+    app.add_api_route("/health/live", routes.live, methods=["GET"])
+    app.add_api_route("/health/ready", routes.ready, methods=["GET"])
+    app.add_middleware(AzureHeadersMiddleware)
+
+    @app.exception_handler(errors.AzureError)
+    async def azure_error(request: Request, error: errors.AzureError) -> Response:
+        return error.response()
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, error: HTTPException) -> Response:
+        # Unknown paths and methods: what APIM answers for an operation it does not know.
+        return errors.resource_not_found().response()
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, error: Exception) -> Response:
+        log.exception("unhandled error")
+        return errors.internal_error().response()
+
+    return app

@@ -1,0 +1,88 @@
+"""The service's one settings object, read from ``BGR_*`` environment variables.
+
+Every field is documented in the README's settings table; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Mapping
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class SettingsError(ValueError):
+    pass
+
+
+def _split(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.replace("\n", ",").split(",") if part.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "0.0.0.0"
+    port: int = 5000
+    weights: Path = PROJECT_ROOT / "model_weights" / "isnet-general.safetensors"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    dtype: str = "auto"  # auto (fp16 on CUDA, fp32 on CPU) | float32 | float16 | bfloat16
+    resolution: int = 1024  # the model's square input side, a multiple of 32
+    max_batch_size: int = 8
+    max_batch_wait_ms: float = 5.0
+    queue_size: int = 64  # requests waiting for the model; beyond it, 429
+    decode_concurrency: int = 4  # images decoded or encoded at once (bounds memory)
+    torch_threads: int = 0  # 0: torch's default (one per core)
+    png_compression: int = 6  # zlib level 0-9 of the PNG response
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
+    api_keys_file: Path | None = None
+    url_timeout_s: float = 10.0
+    url_max_redirects: int = 5
+    url_allow: tuple[str, ...] = ()  # hosts or networks the URL fetcher may reach despite SSRF rules
+    retry_after_s: int = 1
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+        environ = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            raw = environ.get(f"BGR_{f.name.upper()}")
+            if raw is None or raw == "":
+                continue
+            default = f.default
+            try:
+                if isinstance(default, bool):
+                    values[f.name] = raw.strip().lower() in ("1", "true", "yes", "on")
+                elif isinstance(default, int):
+                    values[f.name] = int(raw)
+                elif isinstance(default, float):
+                    values[f.name] = float(raw)
+                elif isinstance(default, tuple):
+                    values[f.name] = _split(raw)
+                elif f.name in ("weights", "api_keys_file"):
+                    values[f.name] = Path(raw)
+                else:
+                    values[f.name] = raw.strip()
+            except ValueError:
+                raise SettingsError(f"BGR_{f.name.upper()}={raw!r} is not a valid {type(default).__name__}") from None
+        settings = cls(**values)  # type: ignore[arg-type]
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if self.resolution <= 0 or self.resolution % 32:
+            raise SettingsError("BGR_RESOLUTION must be a positive multiple of 32")
+        if self.max_batch_size < 1 or self.queue_size < 1 or self.decode_concurrency < 1:
+            raise SettingsError("BGR_MAX_BATCH_SIZE, BGR_QUEUE_SIZE and BGR_DECODE_CONCURRENCY must be at least 1")
+        if not 0 <= self.png_compression <= 9:
+            raise SettingsError("BGR_PNG_COMPRESSION must be 0-9")
+        if self.dtype not in ("auto", "float32", "float16", "bfloat16"):
+            raise SettingsError("BGR_DTYPE must be auto, float32, float16 or bfloat16")
+
+    def all_api_keys(self) -> frozenset[str]:
+        """Keys from BGR_API_KEYS and from the secrets file (one per line); empty means open access."""
+        keys = set(self.api_keys)
+        if self.api_keys_file is not None:
+            keys.update(_split(self.api_keys_file.read_text()))
+        return frozenset(keys)
