@@ -53,7 +53,7 @@ class MattingEngine:
     @torch.inference_mode()
     def predict(self, images: np.ndarray) -> np.ndarray:
         """``N x S x S x 3`` uint8 RGB -> ``N x S x S`` float32 matte in [0, 1]."""
-        batch = torch.from_numpy(images).to(self.device, non_blocking=True)
+        batch = torch.from_numpy(np.require(images, np.uint8, ["C", "W"])).to(self.device, non_blocking=True)
         batch = batch.permute(0, 3, 1, 2).to(self.dtype)
         # The weights were trained on (x - 128) / 256 of 0-255 RGB.
         batch = ((batch - 128.0) / 256.0).contiguous(memory_format=torch.channels_last)

@@ -67,6 +67,7 @@ def fetch(output: Path, cache_dir: Path, from_source: Path | None, force: bool) 
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_suffix(".tmp")
     save_file(state, str(tmp), metadata={"format": "pt", "architecture": "ISNet"})
+    tmp.chmod(0o644)  # safetensors writes 0600; the service may run as another user
     tmp.replace(output)
     manifest = {
         "architecture": "IS-Net (DIS, Qin et al., ECCV 2022), general-use weights",

