@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
-import logging
-
 import uvicorn
 
+from app import logs
 from app.main import create_app
 from app.settings import Settings
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure()
     settings = Settings.from_env()
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info", timeout_graceful_shutdown=30)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,  # keep the JSON handler configured above
+        access_log=False,  # app.access logs each request instead, without the query string
+        timeout_graceful_shutdown=30,
+    )
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from typing import AsyncIterator
 import httpx
 from fastapi import FastAPI
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from app.http import errors, routes
@@ -20,6 +20,7 @@ from app.http.middleware import AzureHeadersMiddleware
 from app.http.url_fetch import UrlPolicy
 from app.inference.batcher import Batcher
 from app.inference.engine import MattingEngine
+from app.pixel_budget import PixelBudget
 from app.service import SegmentService
 from app.settings import Settings
 
@@ -39,7 +40,14 @@ def create_app(settings: Settings, engine: MattingEngine | None = None) -> FastA
         await asyncio.to_thread(matting.warm_up)
         batcher = Batcher(matting.predict, settings.max_batch_size, settings.max_batch_wait_ms / 1000, settings.queue_size)
         await batcher.start()
-        service = SegmentService(batcher, matting.resolution, settings.decode_concurrency, settings.png_compression, settings.retry_after_s)
+        service = SegmentService(
+            batcher,
+            matting.resolution,
+            settings.decode_concurrency,
+            PixelBudget(settings.max_pixels_in_flight),
+            settings.png_compression,
+            settings.retry_after_s,
+        )
         url_policy = UrlPolicy.from_allow_list(
             settings.url_allow,
             max_bytes=MAX_IMAGE_BYTES,
@@ -57,9 +65,11 @@ def create_app(settings: Settings, engine: MattingEngine | None = None) -> FastA
                     "batcher": batcher,
                     "http_client": http_client,
                     "url_policy": url_policy,
+                    "body_timeout_s": settings.body_timeout_s,
                 }
             finally:
                 ready.clear()
+                await batcher.drain()
                 await batcher.stop()
 
     app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
@@ -77,6 +87,11 @@ def create_app(settings: Settings, engine: MattingEngine | None = None) -> FastA
     async def http_error(request: Request, error: HTTPException) -> Response:
         # Unknown paths and methods: what APIM answers for an operation it does not know.
         return errors.resource_not_found().response()
+
+    @app.exception_handler(ClientDisconnect)
+    @app.exception_handler(routes.ClientGone)
+    async def client_gone(request: Request, error: Exception) -> Response:
+        return Response(status_code=499)  # nobody reads it; the status is for the log
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception) -> Response:

@@ -4,55 +4,78 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Iterator, Literal
+from typing import Callable, Iterator, Literal
 
 import numpy as np
+from PIL import Image
 
 from app.http import errors
-from app.imaging.decode import MAX_SIDE, MIN_SIDE, ImageDimensionError, ImageFormatError, decode_image, output_size
+from app.imaging.decode import MAX_SIDE, MIN_SIDE, ImageDimensionError, ImageFormatError, decode_image, output_size, probe_image
 from app.imaging.png import iter_matte_png, iter_rgba_png
-from app.inference.batcher import Batcher, BatchFailedError, QueueFullError
+from app.inference.batcher import Batcher, BatchFailedError, BatcherStoppedError, QueueFullError
 from app.inference.pipeline import cutout, matte_at_size, model_input
+from app.pixel_budget import PixelBudget
 
 Mode = Literal["backgroundRemoval", "foregroundMatting"]
 MODES: tuple[Mode, ...] = ("backgroundRemoval", "foregroundMatting")
 
 
 @dataclass
+class PngStream:
+    """A response body being encoded; ``close()`` (idempotent) returns its memory budget."""
+
+    chunks: Iterator[bytes]
+    _release: Callable[[], None] | None
+
+    def close(self) -> None:
+        release, self._release = self._release, None
+        if release is not None:
+            release()
+
+
+@dataclass
 class Prepared:
-    rgb: np.ndarray | None  # the cut-out's pixels; None for foregroundMatting, which needs only the size
-    width: int
+    rgb: np.ndarray | None  # the cut-out's pixels at output size; None for foregroundMatting, which needs only the size
+    width: int  # output size
     height: int
-    model_rgb: np.ndarray
+    model_rgb: np.ndarray | None
 
 
 class SegmentService:
-    def __init__(self, batcher: Batcher, resolution: int, cpu_slots: int, png_compression: int, retry_after_s: int) -> None:
+    def __init__(
+        self,
+        batcher: Batcher,
+        resolution: int,
+        decode_concurrency: int,
+        pixel_budget: PixelBudget,
+        png_compression: int,
+        retry_after_s: int,
+    ) -> None:
         self._batcher = batcher
         self._resolution = resolution
-        # Bounds how many full-size images are decoded or composed at once, and so peak memory.
-        self._cpu_slots = asyncio.Semaphore(cpu_slots)
+        self._cpu_slots = asyncio.Semaphore(decode_concurrency)
+        self._pixel_budget = pixel_budget
         self._png_compression = png_compression
         self._retry_after_s = retry_after_s
 
     def _prepare(self, data: bytes, mode: Mode) -> Prepared:
         try:
-            image = decode_image(data)
+            info = probe_image(data)
+            if mode == "backgroundRemoval":
+                out_w, out_h = output_size(info.width, info.height)
+                exact = (out_w, out_h) == (info.width, info.height)
+                image = decode_image(data, None if exact else (out_w, out_h))
+                rgb = image.rgb
+                if rgb.shape[:2] != (out_h, out_w):
+                    rgb = np.asarray(Image.fromarray(rgb).resize((out_w, out_h), Image.LANCZOS, reducing_gap=3.0))
+                return Prepared(rgb, out_w, out_h, model_input(rgb, self._resolution))
+            # foregroundMatting needs the pixels only at the model's size, and the output's size.
+            image = decode_image(data, (self._resolution, self._resolution))
+            return Prepared(None, info.width, info.height, model_input(image.rgb, self._resolution))
         except ImageDimensionError:
             raise errors.invalid_image_dimension(MIN_SIDE, MAX_SIDE) from None
         except ImageFormatError:
             raise errors.invalid_image_format() from None
-        width, height = image.width, image.height
-        rgb = image.rgb
-        if mode == "backgroundRemoval":
-            out_w, out_h = output_size(width, height)
-            if (out_w, out_h) != (width, height):
-                from PIL import Image
-
-                rgb = np.asarray(Image.fromarray(rgb).resize((out_w, out_h), Image.LANCZOS, reducing_gap=3.0))
-                width, height = out_w, out_h
-        kept = rgb if mode == "backgroundRemoval" else None
-        return Prepared(kept, width, height, model_input(rgb, self._resolution))
 
     def _compose(self, prepared: Prepared, matte: np.ndarray, mode: Mode) -> Iterator[bytes]:
         alpha = matte_at_size(matte, prepared.width, prepared.height)
@@ -61,17 +84,34 @@ class SegmentService:
         assert prepared.rgb is not None
         return iter_rgba_png(cutout(prepared.rgb, alpha), self._png_compression)
 
-    async def segment(self, data: bytes, mode: Mode) -> Iterator[bytes]:
-        """The PNG response as an iterator of byte chunks (for a streaming response)."""
-        async with self._cpu_slots:
-            prepared = await asyncio.to_thread(self._prepare, data, mode)
-        del data
+    async def segment(self, data: bytes, mode: Mode) -> PngStream:
+        """The PNG response as a stream of byte chunks; the caller must ``close()`` it when sent or abandoned.
+
+        Errors before the first byte raise :class:`errors.AzureError`.
+        """
         try:
-            matte = await self._batcher.submit(prepared.model_rgb)
-        except QueueFullError:
-            raise errors.rate_limited(self._retry_after_s) from None
-        except BatchFailedError:
-            raise errors.internal_error() from None
-        prepared.model_rgb = None  # type: ignore[assignment]
-        async with self._cpu_slots:
-            return await asyncio.to_thread(self._compose, prepared, matte, mode)
+            info = await asyncio.to_thread(probe_image, data)
+        except ImageDimensionError:
+            raise errors.invalid_image_dimension(MIN_SIDE, MAX_SIDE) from None
+        except ImageFormatError:
+            raise errors.invalid_image_format() from None
+        held = await self._pixel_budget.acquire(info.width * info.height)
+        try:
+            async with self._cpu_slots:
+                prepared = await asyncio.to_thread(self._prepare, data, mode)
+            del data
+            try:
+                matte = await self._batcher.submit(prepared.model_rgb)
+            except QueueFullError:
+                raise errors.rate_limited(self._retry_after_s) from None
+            except BatcherStoppedError:
+                raise errors.service_unavailable() from None
+            except BatchFailedError:
+                raise errors.internal_error() from None
+            prepared.model_rgb = None
+            async with self._cpu_slots:
+                chunks = await asyncio.to_thread(self._compose, prepared, matte, mode)
+        except BaseException:
+            self._pixel_budget.release(held)
+            raise
+        return PngStream(chunks, lambda: self._pixel_budget.release(held))

@@ -32,7 +32,9 @@ class Settings:
     max_batch_size: int = 8
     max_batch_wait_ms: float = 5.0
     queue_size: int = 64  # requests waiting for the model; beyond it, 429
-    decode_concurrency: int = 4  # images decoded or encoded at once (bounds memory)
+    decode_concurrency: int = 2  # images decoded or composed at once (CPU work beside the model)
+    max_pixels_in_flight: int = 200_000_000  # full-size image pixels held at once, decode to last byte sent
+    body_timeout_s: float = 60.0  # the whole request body must arrive within this
     torch_threads: int = 0  # 0: torch's default (one per core)
     png_compression: int = 6  # zlib level 0-9 of the PNG response
     api_keys: tuple[str, ...] = field(default=(), repr=False)
@@ -73,8 +75,12 @@ class Settings:
     def validate(self) -> None:
         if self.resolution <= 0 or self.resolution % 32:
             raise SettingsError("BGR_RESOLUTION must be a positive multiple of 32")
-        if self.max_batch_size < 1 or self.queue_size < 1 or self.decode_concurrency < 1:
-            raise SettingsError("BGR_MAX_BATCH_SIZE, BGR_QUEUE_SIZE and BGR_DECODE_CONCURRENCY must be at least 1")
+        if min(self.max_batch_size, self.queue_size, self.decode_concurrency, self.max_pixels_in_flight) < 1:
+            raise SettingsError(
+                "BGR_MAX_BATCH_SIZE, BGR_QUEUE_SIZE, BGR_DECODE_CONCURRENCY and BGR_MAX_PIXELS_IN_FLIGHT must be at least 1"
+            )
+        if self.body_timeout_s <= 0 or self.url_timeout_s <= 0:
+            raise SettingsError("BGR_BODY_TIMEOUT_S and BGR_URL_TIMEOUT_S must be positive")
         if not 0 <= self.png_compression <= 9:
             raise SettingsError("BGR_PNG_COMPRESSION must be 0-9")
         if self.dtype not in ("auto", "float32", "float16", "bfloat16"):

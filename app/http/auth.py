@@ -29,12 +29,13 @@ class KeyChecker:
         presented = request.headers.get(HEADER)
         if presented is None:
             presented = request.query_params.get(QUERY)
+        realm = f"{request.url.scheme}://{request.url.netloc}/computervision"
         if presented is None:
-            raise errors.missing_key()
+            raise errors.missing_key(realm)
         candidate = presented.encode("utf-8", "surrogateescape")
         # Compare against every key, in constant time each, so timing reveals neither key nor position.
         matched = False
         for key in self._keys:
             matched |= hmac.compare_digest(candidate, key)
         if not matched:
-            raise errors.invalid_key()
+            raise errors.invalid_key(realm)

@@ -94,6 +94,10 @@ def invalid_json_body() -> AzureError:
     return invalid_request("The request body is not valid JSON with a 'url' property.")
 
 
+def body_timeout() -> AzureError:
+    return AzureError(408, "Timeout", "The request body was not received in time.")
+
+
 def internal_error() -> AzureError:
     return AzureError(500, "InternalServerError", "The processing resulted in an internal error.")
 
@@ -106,20 +110,26 @@ def resource_not_found() -> GatewayError:
     return GatewayError(404, "404", "Resource not found")
 
 
-def invalid_key() -> GatewayError:
+def _key_challenge(realm: str) -> dict[str, str]:
+    return {"WWW-Authenticate": f'AzureApiManagementKey realm="{realm}",name="Ocp-Apim-Subscription-Key",type="header"'}
+
+
+def invalid_key(realm: str) -> GatewayError:
     return GatewayError(
         401,
         "401",
         "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid key "
         "for an active subscription and use a correct regional API endpoint for your resource.",
+        headers=_key_challenge(realm),
     )
 
 
-def missing_key() -> GatewayError:
+def missing_key(realm: str) -> GatewayError:
     return GatewayError(
         401,
         "401",
         "Access denied due to missing subscription key. Make sure to include subscription key when making requests to an API.",
+        headers=_key_challenge(realm),
     )
 
 

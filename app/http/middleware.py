@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import re
+import time
 import uuid
 
 from starlette.datastructures import MutableHeaders
@@ -11,13 +13,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.http.errors import API_SUPPORTED_VERSIONS
 
 _SLASHES = re.compile(r"/{2,}")
+access_log = logging.getLogger("app.access")
 
 
 class AzureHeadersMiddleware:
     """apim-request-id / request-id (one GUID per request), api-supported-versions, nosniff.
 
-    Also folds repeated slashes: clients build ``f"{endpoint}/computervision/…"``
-    from endpoints that already end in ``/``.
+    Also folds repeated slashes (clients build ``f"{endpoint}/computervision/…"``
+    from endpoints that already end in ``/``) and writes one access-log line per
+    request. The query string is never logged: it may carry ``subscription-key``.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -31,14 +35,42 @@ class AzureHeadersMiddleware:
             scope = dict(scope, path=_SLASHES.sub("/", scope["path"]))
         request_id = str(uuid.uuid4())
         scope.setdefault("state", {})["request_id"] = request_id
+        started = time.perf_counter()
+        outcome = {"status": 0, "bytes": 0}
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
+                outcome["status"] = message["status"]
                 headers = MutableHeaders(scope=message)
                 headers["apim-request-id"] = request_id
                 headers["request-id"] = request_id
                 headers["api-supported-versions"] = API_SUPPORTED_VERSIONS
                 headers["X-Content-Type-Options"] = "nosniff"
+            elif message["type"] == "http.response.body":
+                outcome["bytes"] += len(message.get("body", b""))
             await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+        try:
+            await self.app(scope, receive, send_with_headers)
+        finally:
+            access_log.info(
+                "request",
+                extra={
+                    "request_id": request_id,
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "mode": _query_value(scope, b"mode"),
+                    "status": outcome["status"],
+                    "response_bytes": outcome["bytes"],
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+                },
+            )
+
+
+def _query_value(scope: Scope, name: bytes) -> str | None:
+    from urllib.parse import parse_qsl
+
+    for key, value in parse_qsl(scope.get("query_string", b"").decode("latin-1")):
+        if key.encode("latin-1") == name:
+            return value[:40]
+    return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Awaitable, TypeVar
 
 import httpx
 from starlette.requests import Request
@@ -13,35 +14,57 @@ from app.http import errors
 from app.http.auth import KeyChecker
 from app.http.body import MAX_IMAGE_BYTES, MAX_JSON_BYTES, MULTIPART_OVERHEAD, body_kind, multipart_image, parse_url_body, read_capped
 from app.http.url_fetch import BodyTooLarge, UrlNotAccessible, UrlPolicy, fetch_url
-from app.service import MODES, SegmentService
+from app.service import MODES, PngStream, SegmentService
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SEGMENT_PATHS = ("/computervision/imageanalysis:segment", "/imageanalysis:segment")
 SUPPORTED_API_VERSIONS = frozenset({"2023-02-01-preview", "2023-04-01-preview"})
 
 
-async def read_image(request: Request, http_client: httpx.AsyncClient, url_policy: UrlPolicy) -> bytes:
+async def read_body(request: Request, timeout_s: float) -> tuple[str, bytes]:
+    """The body form (raw, json, multipart) and its bytes, within Azure's size limits."""
+    try:
+        # A client that trickles its body must not hold a connection (and a buffer) open for ever.
+        async with asyncio.timeout(timeout_s):
+            return await _read_body(request)
+    except TimeoutError:
+        raise errors.body_timeout() from None
+
+
+async def image_bytes(request: Request, kind: str, body: bytes, http_client: httpx.AsyncClient, url_policy: UrlPolicy) -> bytes:
+    if kind == "json":
+        data = await _download(http_client, parse_url_body(body), url_policy)
+    elif kind == "multipart":
+        data = await multipart_image(request, body)
+    else:
+        data = body
+    if not data:
+        raise errors.invalid_image_size(MAX_IMAGE_BYTES)
+    return data
+
+
+async def _read_body(request: Request) -> tuple[str, bytes]:
     too_large = errors.invalid_image_size(MAX_IMAGE_BYTES)
     kind = body_kind(request.headers.get("content-type"))
     if kind == "raw":
-        data = await read_capped(request, MAX_IMAGE_BYTES, too_large)
-    elif kind == "multipart":
-        data = await multipart_image(request, await read_capped(request, MAX_IMAGE_BYTES + MULTIPART_OVERHEAD, too_large))
-    else:
-        url = parse_url_body(await read_capped(request, MAX_JSON_BYTES, errors.invalid_json_body()))
-        try:
-            # An overall deadline too, so a server that drips bytes cannot hold the request open.
-            async with asyncio.timeout(url_policy.timeout_s * 3):
-                data = await fetch_url(http_client, url, url_policy)
-        except BodyTooLarge:
-            raise too_large from None
-        except (UrlNotAccessible, TimeoutError) as reason:
-            log.info("image url refused: %s", reason)
-            raise errors.url_not_accessible() from None
-    if not data:
-        raise too_large
-    return data
+        return kind, await read_capped(request, MAX_IMAGE_BYTES, too_large)
+    if kind == "multipart":
+        return kind, await read_capped(request, MAX_IMAGE_BYTES + MULTIPART_OVERHEAD, too_large)
+    return kind, await read_capped(request, MAX_JSON_BYTES, errors.invalid_json_body())
+
+
+async def _download(http_client: httpx.AsyncClient, url: str, url_policy: UrlPolicy) -> bytes:
+    try:
+        # An overall deadline too, so a server that drips bytes cannot hold the request open.
+        async with asyncio.timeout(url_policy.timeout_s * 3):
+            return await fetch_url(http_client, url, url_policy)
+    except BodyTooLarge:
+        raise errors.invalid_image_size(MAX_IMAGE_BYTES) from None
+    except (UrlNotAccessible, TimeoutError) as reason:
+        log.info("image url refused: %s", reason)
+        raise errors.url_not_accessible() from None
 
 
 async def segment(request: Request) -> Response:
@@ -53,10 +76,56 @@ async def segment(request: Request) -> Response:
     mode = query.get("mode")
     if mode not in MODES:
         raise errors.invalid_mode()
-    data = await read_image(request, request.state.http_client, request.state.url_policy)
+    kind, body = await read_body(request, request.state.body_timeout_s)
     service: SegmentService = request.state.segment_service
-    chunks = await service.segment(data, mode)
-    return StreamingResponse(chunks, media_type="image/png")
+
+    async def produce() -> PngStream:
+        data = await image_bytes(request, kind, body, request.state.http_client, request.state.url_policy)
+        return await service.segment(data, mode)
+
+    return PngResponse(await until_disconnected(request, produce()))
+
+
+class PngResponse(StreamingResponse):
+    """Streams a :class:`PngStream` and closes it however the sending ends (done, error, client gone)."""
+
+    def __init__(self, stream: PngStream) -> None:
+        super().__init__(stream.chunks, media_type="image/png")
+        self._stream = stream
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._stream.close()
+
+
+async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """Await ``work``, but cancel it when the client disconnects first (so no abandoned job keeps its place)."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_wait_for_disconnect(request))
+    try:
+        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if not task.done():
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        raise ClientGone
+    return task.result()
+
+
+async def _wait_for_disconnect(request: Request) -> None:
+    # The body has been read, so the next ASGI message can only be the disconnect.
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+class ClientGone(Exception):
+    """The client disconnected before its response was ready; nothing is sent."""
 
 
 async def live(request: Request) -> Response:
@@ -65,5 +134,16 @@ async def live(request: Request) -> Response:
 
 async def ready(request: Request) -> Response:
     if not request.state.ready.is_set():
-        return JSONResponse({"status": "starting"}, status_code=503)
-    return JSONResponse({"status": "ready"})
+        return JSONResponse({"status": "not ready"}, status_code=503)
+    batcher = request.state.batcher
+    stats = batcher.stats
+    return JSONResponse(
+        {
+            "status": "ready",
+            "queue_depth": batcher.depth,
+            "batches": stats.batches,
+            "images": stats.images,
+            "failed_batches": stats.failures,
+            "abandoned": stats.abandoned,
+        }
+    )

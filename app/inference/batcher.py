@@ -31,6 +31,10 @@ class BatchFailedError(Exception):
     """Inference failed for the batch this request was in."""
 
 
+class BatcherStoppedError(Exception):
+    """The service is shutting down and takes no more work; the caller should answer 503."""
+
+
 @dataclass
 class _Job:
     image: np.ndarray
@@ -42,6 +46,7 @@ class BatchStats:
     batches: int = 0
     images: int = 0
     failures: int = 0
+    abandoned: int = 0
     sizes: list[int] = field(default_factory=list)  # the last few batch sizes, for tests and logs
 
 
@@ -53,6 +58,8 @@ class Batcher:
         self._queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=queue_size)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         self._worker: asyncio.Task[None] | None = None
+        self._accepting = False
+        self._busy = False
         self.stats = BatchStats()
 
     @property
@@ -60,9 +67,17 @@ class Batcher:
         return self._queue.qsize()
 
     async def start(self) -> None:
+        self._accepting = True
         self._worker = asyncio.create_task(self._run(), name="batcher")
 
+    async def drain(self) -> None:
+        """Stop taking new work and wait until everything queued or running has been answered."""
+        self._accepting = False
+        while not self._queue.empty() or self._busy:
+            await asyncio.sleep(0.01)
+
     async def stop(self) -> None:
+        self._accepting = False
         if self._worker is not None:
             self._worker.cancel()
             try:
@@ -72,10 +87,12 @@ class Batcher:
         while not self._queue.empty():
             job = self._queue.get_nowait()
             if not job.future.done():
-                job.future.set_exception(BatchFailedError("service stopping"))
+                job.future.set_exception(BatcherStoppedError())
         self._executor.shutdown(wait=True)
 
     async def submit(self, image: np.ndarray) -> np.ndarray:
+        if not self._accepting:
+            raise BatcherStoppedError
         job = _Job(image, asyncio.get_running_loop().create_future())
         try:
             self._queue.put_nowait(job)
@@ -87,19 +104,27 @@ class Batcher:
         loop = asyncio.get_running_loop()
         while True:
             jobs = [await self._queue.get()]
-            deadline = time.monotonic() + self._max_wait_s
-            while len(jobs) < self._max_batch_size:
-                if not self._queue.empty():
-                    jobs.append(self._queue.get_nowait())
-                    continue
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                # Polling with short sleeps, not wait_for(queue.get()), so a timeout can never drop a job.
-                await asyncio.sleep(min(remaining, 0.001))
-            jobs = [job for job in jobs if not job.future.done()]  # the client went away
-            if jobs:
-                await self._run_batch(loop, jobs)
+            self._busy = True  # from here until answered, these jobs are in no queue: drain must wait for them
+            try:
+                await self._gather(jobs)
+                live = [job for job in jobs if not job.future.done()]
+                self.stats.abandoned += len(jobs) - len(live)  # their clients went away while queued
+                if live:
+                    await self._run_batch(loop, live)
+            finally:
+                self._busy = False
+
+    async def _gather(self, jobs: list[_Job]) -> None:
+        deadline = time.monotonic() + self._max_wait_s
+        while len(jobs) < self._max_batch_size:
+            if not self._queue.empty():
+                jobs.append(self._queue.get_nowait())
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            # Polling with short sleeps, not wait_for(queue.get()), so a timeout can never drop a job.
+            await asyncio.sleep(min(remaining, 0.001))
 
     async def _run_batch(self, loop: asyncio.AbstractEventLoop, jobs: list[_Job]) -> None:
         batch = np.stack([job.image for job in jobs])
