@@ -1,0 +1,3 @@
+"""Self-hosted, Azure-compatible background removal."""
+
+__version__ = "0.1.0"

@@ -11,9 +11,11 @@ import httpx
 from fastapi import FastAPI
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
+from app import __version__
 from app.http import errors, routes
+from app.http.openapi import openapi_document
 from app.http.auth import KeyChecker
 from app.http.body import MAX_IMAGE_BYTES
 from app.http.middleware import AzureHeadersMiddleware
@@ -40,11 +42,12 @@ def create_app(settings: Settings, engine: MattingEngine | None = None) -> FastA
         await asyncio.to_thread(matting.warm_up)
         batcher = Batcher(matting.predict, settings.max_batch_size, settings.max_batch_wait_ms / 1000, settings.queue_size)
         await batcher.start()
+        pixel_budget = PixelBudget(settings.max_pixels_in_flight)
         service = SegmentService(
             batcher,
             matting.resolution,
             settings.decode_concurrency,
-            PixelBudget(settings.max_pixels_in_flight),
+            pixel_budget,
             settings.png_compression,
             settings.retry_after_s,
         )
@@ -63,6 +66,7 @@ def create_app(settings: Settings, engine: MattingEngine | None = None) -> FastA
                     "key_checker": key_checker,
                     "segment_service": service,
                     "batcher": batcher,
+                    "pixel_budget": pixel_budget,
                     "http_client": http_client,
                     "url_policy": url_policy,
                     "body_timeout_s": settings.body_timeout_s,
@@ -77,6 +81,12 @@ def create_app(settings: Settings, engine: MattingEngine | None = None) -> FastA
         app.add_api_route(path, routes.segment, methods=["POST"])
     app.add_api_route("/health/live", routes.live, methods=["GET"])
     app.add_api_route("/health/ready", routes.ready, methods=["GET"])
+    document = openapi_document(version=__version__)
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(document)
+
+    app.add_api_route("/openapi.json", openapi, methods=["GET"])
     app.add_middleware(AzureHeadersMiddleware)
 
     @app.exception_handler(errors.AzureError)

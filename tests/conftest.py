@@ -80,6 +80,7 @@ def free_port() -> int:
 class Server:
     url: str
     process: subprocess.Popen
+    log_path: Path | None = None
 
     def client(self, **kwargs) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=300, **kwargs)
@@ -99,7 +100,7 @@ def start_server(env_overrides: dict[str, str], log_path: Path) -> Server:
             raise RuntimeError(f"server exited with {process.returncode}:\n{log_path.read_text()}")
         try:
             if httpx.get(f"{url}/health/ready", timeout=2).status_code == 200:
-                return Server(url, process)
+                return Server(url, process, log_path)
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
@@ -135,3 +136,53 @@ def read_png(data: bytes) -> Image.Image:
 def decode_rgb(path: Path) -> np.ndarray:
     with Image.open(path) as image:
         return np.asarray(image.convert("RGB"))
+
+
+FAST = {"BGR_RESOLUTION": "64", "BGR_URL_ALLOW": "127.0.0.1", "BGR_BODY_TIMEOUT_S": "3", "BGR_URL_TIMEOUT_S": "2"}
+
+
+@pytest.fixture(scope="session")
+def fast_server(weights: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The real model at a 64-pixel input: the full HTTP and imaging path, quickly, for contract and hostile-input tests."""
+    running = start_server(FAST, tmp_path_factory.mktemp("fast") / "server.log")
+    yield running
+    stop_server(running)
+
+
+KEYS = ("key-one-0123456789abcdef", "key-two-fedcba9876543210")
+FILE_KEY = "key-from-file-5555aaaa"
+
+
+@pytest.fixture(scope="session")
+def keyed_server(weights: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """Keys enforced: two from BGR_API_KEYS (as during a rotation) and one from a secrets file."""
+    directory = tmp_path_factory.mktemp("keyed")
+    keys_file = directory / "keys.txt"
+    keys_file.write_text(FILE_KEY + "\n")
+    running = start_server(
+        {**FAST, "BGR_API_KEYS": ",".join(KEYS), "BGR_API_KEYS_FILE": str(keys_file)}, directory / "server.log"
+    )
+    yield running
+    stop_server(running)
+
+
+def server_stats(server: Server) -> dict:
+    return httpx.get(f"{server.url}/health/ready", timeout=10).json()
+
+
+def png_bytes(image: Image.Image, fmt: str = "PNG", **kwargs) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **kwargs)
+    return buffer.getvalue()
+
+
+def photo(size: tuple[int, int] = (160, 120)) -> Image.Image:
+    """A synthetic but structured picture: a bright disc on a gradient."""
+    width, height = size
+    y, x = np.mgrid[0:height, 0:width]
+    background = np.stack([x * 255 // max(width - 1, 1), y * 255 // max(height - 1, 1), np.full_like(x, 90)], axis=2)
+    disc = (x - width / 2) ** 2 + (y - height / 2) ** 2 < (min(width, height) / 3) ** 2
+    background[disc] = (250, 240, 30)
+    return Image.fromarray(background.astype(np.uint8))

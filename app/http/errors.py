@@ -50,11 +50,20 @@ class AzureError(Exception):
 
 
 class GatewayError(AzureError):
-    """An APIM gateway error: ``{"error":{"code":"404","message": "Resource not found"}}``."""
+    """An APIM gateway error: the status as the code, ``application/json``, no ``x-ms-error-code``.
+
+    The recorded 404 has a space after ``"message":`` (56 bytes); the recorded 401
+    is compact (Content-Length 224), so ``spaced`` follows each recording.
+    """
+
+    def __init__(self, status: int, message: str, spaced: bool, headers: dict[str, str] | None = None) -> None:
+        super().__init__(status, str(status), message, headers=headers)
+        self.spaced = spaced
 
     def body(self) -> bytes:
+        separator = ": " if self.spaced else ":"
         return (
-            '{"error":{"code":' + json.dumps(self.code) + ',"message": ' + json.dumps(self.message, ensure_ascii=False) + "}}"
+            '{"error":{"code":' + json.dumps(self.code) + ',"message"' + separator + json.dumps(self.message, ensure_ascii=False) + "}}"
         ).encode()
 
     def response(self) -> Response:
@@ -107,7 +116,7 @@ def service_unavailable() -> AzureError:
 
 
 def resource_not_found() -> GatewayError:
-    return GatewayError(404, "404", "Resource not found")
+    return GatewayError(404, "Resource not found", spaced=True)
 
 
 def _key_challenge(realm: str) -> dict[str, str]:
@@ -117,9 +126,9 @@ def _key_challenge(realm: str) -> dict[str, str]:
 def invalid_key(realm: str) -> GatewayError:
     return GatewayError(
         401,
-        "401",
         "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid key "
         "for an active subscription and use a correct regional API endpoint for your resource.",
+        spaced=False,
         headers=_key_challenge(realm),
     )
 
@@ -127,8 +136,8 @@ def invalid_key(realm: str) -> GatewayError:
 def missing_key(realm: str) -> GatewayError:
     return GatewayError(
         401,
-        "401",
         "Access denied due to missing subscription key. Make sure to include subscription key when making requests to an API.",
+        spaced=False,
         headers=_key_challenge(realm),
     )
 
@@ -136,8 +145,8 @@ def missing_key(realm: str) -> GatewayError:
 def rate_limited(retry_after_s: int) -> GatewayError:
     return GatewayError(
         429,
-        "429",
         "Requests to the Segment Operation under Computer Vision API have exceeded the capacity of this service. "
         f"Please retry after {retry_after_s} second{'s' if retry_after_s != 1 else ''}.",
+        spaced=True,
         headers={"Retry-After": str(retry_after_s)},
     )

@@ -1,0 +1,134 @@
+"""The OpenAPI document, describing the segment operation as Azure's own spec does.
+
+Azure's spec (azure-rest-api-specs, ImageAnalysis 2023-04-01-preview) is Swagger 2.0;
+this is the same operation in OpenAPI 3.0: path, parameters, enum names, responses
+and the error schema, plus the JSON and multipart bodies the service also accepts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.http.routes import SUPPORTED_API_VERSIONS
+
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+_ERROR_REF = {"$ref": "#/components/schemas/Azure.Core.Foundations.ErrorResponse"}
+
+
+def openapi_document(version: str) -> dict[str, Any]:
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "ImageAnalysis Service (segment)",
+            "version": max(SUPPORTED_API_VERSIONS),
+            "description": f"Self-hosted, Azure-compatible background removal, service version {version}.",
+        },
+        "servers": [{"url": "/computervision"}],
+        "security": [{"ApiKeyAuth": []}],
+        "paths": {
+            "/imageanalysis:segment": {
+                "post": {
+                    "operationId": "SegmentFromStream",
+                    "description": (
+                        "Segment the input image. An image stream of content type 'image/png' is returned, where the pixel "
+                        "values depend on the analysis mode. The returned image has the same dimensions as the input image "
+                        "for modes: foregroundMatting. The returned image has the same aspect ratio and same dimensions as "
+                        "the input image up to a limit of 16 megapixels for modes: backgroundRemoval."
+                    ),
+                    "parameters": [
+                        {"$ref": "#/components/parameters/Azure.Core.Foundations.ApiVersionParameter"},
+                        {"$ref": "#/components/parameters/SharedSegmentQuery"},
+                    ],
+                    "requestBody": {
+                        "description": "The image to be analyzed",
+                        "required": True,
+                        "content": {
+                            "application/octet-stream": _BINARY,
+                            "image/*": _BINARY,
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {"url": {"type": "string", "format": "uri"}},
+                                    "required": ["url"],
+                                }
+                            },
+                            "multipart/form-data": {
+                                "schema": {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}}}
+                            },
+                        },
+                    },
+                    "responses": {
+                        "200": {"description": "The request has succeeded.", "content": {"image/png": _BINARY}},
+                        "default": {
+                            "description": "An unexpected error response.",
+                            "headers": {
+                                "x-ms-error-code": {
+                                    "description": "String error code indicating what went wrong.",
+                                    "schema": {"type": "string"},
+                                }
+                            },
+                            "content": {"application/json": {"schema": _ERROR_REF}},
+                        },
+                    },
+                }
+            }
+        },
+        "components": {
+            "securitySchemes": {"ApiKeyAuth": {"type": "apiKey", "name": "Ocp-Apim-Subscription-Key", "in": "header"}},
+            "parameters": {
+                "Azure.Core.Foundations.ApiVersionParameter": {
+                    "name": "api-version",
+                    "in": "query",
+                    "description": "The API version to use for this operation.",
+                    "required": True,
+                    "schema": {"type": "string", "minLength": 1},
+                    "x-ms-parameter-location": "method",
+                    "x-ms-client-name": "apiVersion",
+                },
+                "SharedSegmentQuery": {
+                    "name": "mode",
+                    "in": "query",
+                    "description": "The type of segmentation to perform",
+                    "required": True,
+                    "schema": {"type": "string", "enum": ["backgroundRemoval", "foregroundMatting"]},
+                    "x-ms-enum": {
+                        "name": "segmentationMode",
+                        "modelAsString": True,
+                        "values": [
+                            {"name": "backgroundRemoval", "value": "backgroundRemoval", "description": "Remove the background"},
+                            {"name": "foregroundMatting", "value": "foregroundMatting", "description": "Matt the foreground"},
+                        ],
+                    },
+                    "x-ms-parameter-location": "method",
+                },
+            },
+            "schemas": {
+                "Azure.Core.Foundations.Error": {
+                    "type": "object",
+                    "description": "The error object.",
+                    "properties": {
+                        "code": {"type": "string"},
+                        "message": {"type": "string"},
+                        "target": {"type": "string"},
+                        "details": {"type": "array", "items": {"$ref": "#/components/schemas/Azure.Core.Foundations.Error"}},
+                        "innererror": {"$ref": "#/components/schemas/Azure.Core.Foundations.InnerError"},
+                    },
+                    "required": ["code", "message"],
+                },
+                "Azure.Core.Foundations.ErrorResponse": {
+                    "type": "object",
+                    "description": "A response containing error details.",
+                    "properties": {"error": {"$ref": "#/components/schemas/Azure.Core.Foundations.Error"}},
+                    "required": ["error"],
+                },
+                "Azure.Core.Foundations.InnerError": {
+                    "type": "object",
+                    "properties": {
+                        "code": {"type": "string"},
+                        "message": {"type": "string"},
+                        "innererror": {"$ref": "#/components/schemas/Azure.Core.Foundations.InnerError"},
+                    },
+                },
+            },
+        },
+    }
