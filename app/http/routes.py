@@ -65,6 +65,9 @@ async def _download(http_client: httpx.AsyncClient, url: str, url_policy: UrlPol
     except (UrlNotAccessible, TimeoutError) as reason:
         log.info("image url refused: %s", reason)
         raise errors.url_not_accessible() from None
+    except Exception as reason:  # odd names (IDNA), odd headers: whatever breaks, the URL is not accessible
+        log.info("image url failed: %s: %s", type(reason).__name__, reason)
+        raise errors.url_not_accessible() from None
 
 
 async def segment(request: Request) -> Response:

@@ -71,7 +71,10 @@ async def _resolve(host: str, port: int) -> list[IPAddress]:
 
 async def fetch_url(client: httpx.AsyncClient, url: str, policy: UrlPolicy) -> bytes:
     for _ in range(policy.max_redirects + 1):
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+        except ValueError:
+            raise UrlNotAccessible("malformed URL") from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise UrlNotAccessible(f"unsupported URL {url!r}")
         host = parts.hostname
