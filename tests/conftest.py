@@ -83,7 +83,7 @@ class Server:
     log_path: Path | None = None
 
     def client(self, **kwargs) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=300, **kwargs)
+        return httpx.Client(base_url=self.url, **{"timeout": 300, **kwargs})
 
 
 def start_server(env_overrides: dict[str, str], log_path: Path) -> Server:
