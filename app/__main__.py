@@ -5,6 +5,7 @@ from __future__ import annotations
 import uvicorn
 
 from app import logs
+from app.http.server_protocol import with_header_timeout
 from app.main import create_app
 from app.settings import Settings
 
@@ -16,6 +17,7 @@ def main() -> None:
         create_app(settings),
         host=settings.host,
         port=settings.port,
+        http=with_header_timeout(settings.header_timeout_s),
         log_config=None,  # keep the JSON handler configured above
         access_log=False,  # app.access logs each request instead, without the query string
         timeout_graceful_shutdown=30,

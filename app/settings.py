@@ -35,6 +35,7 @@ class Settings:
     decode_concurrency: int = 2  # images decoded or composed at once (CPU work beside the model)
     max_pixels_in_flight: int = 200_000_000  # full-size image pixels held at once, decode to last byte sent
     body_timeout_s: float = 60.0  # the whole request body must arrive within this
+    header_timeout_s: float = 10.0  # request headers must arrive within this (slowloris)
     torch_threads: int = 0  # 0: torch's default (one per core)
     png_compression: int = 6  # zlib level 0-9 of the PNG response
     api_keys: tuple[str, ...] = field(default=(), repr=False)
@@ -79,8 +80,8 @@ class Settings:
             raise SettingsError(
                 "BGR_MAX_BATCH_SIZE, BGR_QUEUE_SIZE, BGR_DECODE_CONCURRENCY and BGR_MAX_PIXELS_IN_FLIGHT must be at least 1"
             )
-        if self.body_timeout_s <= 0 or self.url_timeout_s <= 0:
-            raise SettingsError("BGR_BODY_TIMEOUT_S and BGR_URL_TIMEOUT_S must be positive")
+        if min(self.body_timeout_s, self.header_timeout_s, self.url_timeout_s) <= 0:
+            raise SettingsError("BGR_BODY_TIMEOUT_S, BGR_HEADER_TIMEOUT_S and BGR_URL_TIMEOUT_S must be positive")
         if not 0 <= self.png_compression <= 9:
             raise SettingsError("BGR_PNG_COMPRESSION must be 0-9")
         if self.dtype not in ("auto", "float32", "float16", "bfloat16"):

@@ -138,7 +138,13 @@ def decode_rgb(path: Path) -> np.ndarray:
         return np.asarray(image.convert("RGB"))
 
 
-FAST = {"BGR_RESOLUTION": "64", "BGR_URL_ALLOW": "127.0.0.1", "BGR_BODY_TIMEOUT_S": "3", "BGR_URL_TIMEOUT_S": "2"}
+FAST = {
+    "BGR_RESOLUTION": "64",
+    "BGR_URL_ALLOW": "127.0.0.1",
+    "BGR_BODY_TIMEOUT_S": "3",
+    "BGR_HEADER_TIMEOUT_S": "3",
+    "BGR_URL_TIMEOUT_S": "2",
+}
 
 
 @pytest.fixture(scope="session")

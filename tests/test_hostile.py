@@ -152,6 +152,30 @@ def test_a_trickled_body_is_cut_off(fast_server):
     assert 2.5 < elapsed < 10  # BGR_BODY_TIMEOUT_S is 3 on this server
 
 
+def test_headers_sent_a_byte_at_a_time_are_cut_off(fast_server):
+    host, port = fast_server.url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=30)
+    sock.settimeout(0.2)
+    started = time.monotonic()
+    closed = False
+    try:
+        for byte in b"POST /imageanalysis:segment HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 200:
+            try:
+                sock.sendall(bytes([byte]))
+                if sock.recv(1) == b"":
+                    closed = True
+                    break
+            except socket.timeout:
+                continue
+            except OSError:
+                closed = True
+                break
+    finally:
+        sock.close()
+    assert closed
+    assert 2.5 < time.monotonic() - started < 10  # BGR_HEADER_TIMEOUT_S is 3 on this server
+
+
 def test_a_connection_dropped_mid_upload_leaves_nothing(fast_server):
     before = server_stats(fast_server)
     data = png_bytes(photo((400, 300)))
