@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 import uvicorn
 
 from app import logs
@@ -13,15 +15,19 @@ from app.settings import Settings
 def main() -> None:
     logs.configure()
     settings = Settings.from_env()
-    uvicorn.run(
+    config = uvicorn.Config(
         create_app(settings),
         host=settings.host,
         port=settings.port,
         http=with_header_timeout(settings.header_timeout_s),
         log_config=None,  # keep the JSON handler configured above
         access_log=False,  # app.access logs each request instead, without the query string
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=settings.shutdown_grace_s,
     )
+    # Uvicorn drains on SIGTERM, then raises the signal again against the handler it found.
+    # Having drained, this process has shut down cleanly: that second SIGTERM must end in exit 0.
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    uvicorn.Server(config).run()
 
 
 if __name__ == "__main__":

@@ -15,13 +15,14 @@ from starlette.responses import JSONResponse, Response
 
 from app import __version__
 from app.http import errors, routes
-from app.http.openapi import openapi_document
 from app.http.auth import KeyChecker
 from app.http.body import MAX_IMAGE_BYTES
 from app.http.middleware import AzureHeadersMiddleware
+from app.http.openapi import openapi_document
 from app.http.url_fetch import UrlPolicy
 from app.inference.batcher import Batcher
 from app.inference.engine import MattingEngine
+from app.metrics import CONTENT_TYPE, Metrics
 from app.pixel_budget import PixelBudget
 from app.service import SegmentService
 from app.settings import Settings
@@ -31,6 +32,7 @@ log = logging.getLogger("app")
 
 def create_app(settings: Settings, engine: MattingEngine | None = None) -> FastAPI:
     """Build the app. ``engine`` lets tests share one loaded model between apps."""
+    metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, object]]:
@@ -40,7 +42,14 @@ def create_app(settings: Settings, engine: MattingEngine | None = None) -> FastA
             log.warning("no API key configured (BGR_API_KEYS / BGR_API_KEYS_FILE): the service accepts every request")
         matting = engine or await asyncio.to_thread(MattingEngine.from_settings, settings)
         await asyncio.to_thread(matting.warm_up)
-        batcher = Batcher(matting.predict, settings.max_batch_size, settings.max_batch_wait_ms / 1000, settings.queue_size)
+        batcher = Batcher(
+            matting.predict,
+            settings.max_batch_size,
+            settings.max_batch_wait_ms / 1000,
+            settings.queue_size,
+            on_batch=metrics.observe_batch,
+        )
+        metrics.watch_queue(lambda: batcher.depth)
         await batcher.start()
         pixel_budget = PixelBudget(settings.max_pixels_in_flight)
         service = SegmentService(
@@ -50,6 +59,7 @@ def create_app(settings: Settings, engine: MattingEngine | None = None) -> FastA
             pixel_budget,
             settings.png_compression,
             settings.retry_after_s,
+            on_input=metrics.observe_input,
         )
         url_policy = UrlPolicy.from_allow_list(
             settings.url_allow,
@@ -59,7 +69,7 @@ def create_app(settings: Settings, engine: MattingEngine | None = None) -> FastA
         )
         async with httpx.AsyncClient(timeout=settings.url_timeout_s, follow_redirects=False, trust_env=False) as http_client:
             ready.set()
-            log.info("ready on %s:%d (%s, %s)", settings.host, settings.port, matting.device, matting.dtype)
+            log.info("ready", extra={"host": settings.host, "port": settings.port, "device": str(matting.device), "dtype": str(matting.dtype)})
             try:
                 yield {
                     "ready": ready,
@@ -72,9 +82,11 @@ def create_app(settings: Settings, engine: MattingEngine | None = None) -> FastA
                     "body_timeout_s": settings.body_timeout_s,
                 }
             finally:
+                # The server has stopped accepting and waited for open requests; answer what is still queued.
                 ready.clear()
-                await batcher.drain()
+                await batcher.drain(settings.shutdown_grace_s)
                 await batcher.stop()
+                log.info("stopped", extra={"images": batcher.stats.images, "batches": batcher.stats.batches})
 
     app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     for path in routes.SEGMENT_PATHS:
@@ -86,26 +98,32 @@ def create_app(settings: Settings, engine: MattingEngine | None = None) -> FastA
     async def openapi(request: Request) -> Response:
         return JSONResponse(document)
 
+    async def prometheus(request: Request) -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
     app.add_api_route("/openapi.json", openapi, methods=["GET"])
-    app.add_middleware(AzureHeadersMiddleware)
+    app.add_api_route("/metrics", prometheus, methods=["GET"])
+    app.add_middleware(AzureHeadersMiddleware, metrics=metrics, segment_paths=frozenset(routes.SEGMENT_PATHS))
 
     @app.exception_handler(errors.AzureError)
     async def azure_error(request: Request, error: errors.AzureError) -> Response:
+        metrics.rejected.labels(error.reason).inc()
         return error.response()
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> Response:
         # Unknown paths and methods: what APIM answers for an operation it does not know.
-        return errors.resource_not_found().response()
+        return await azure_error(request, errors.resource_not_found())
 
     @app.exception_handler(ClientDisconnect)
     @app.exception_handler(routes.ClientGone)
     async def client_gone(request: Request, error: Exception) -> Response:
+        metrics.rejected.labels("client_gone").inc()
         return Response(status_code=499)  # nobody reads it; the status is for the log
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception) -> Response:
         log.exception("unhandled error")
-        return errors.internal_error().response()
+        return await azure_error(request, errors.internal_error())
 
     return app

@@ -50,8 +50,10 @@ class SegmentService:
         pixel_budget: PixelBudget,
         png_compression: int,
         retry_after_s: int,
+        on_input: Callable[[int, int], None] | None = None,
     ) -> None:
         self._batcher = batcher
+        self._on_input = on_input
         self._resolution = resolution
         self._cpu_slots = asyncio.Semaphore(decode_concurrency)
         self._pixel_budget = pixel_budget
@@ -95,6 +97,8 @@ class SegmentService:
             raise errors.invalid_image_dimension(MIN_SIDE, MAX_SIDE) from None
         except ImageFormatError:
             raise errors.invalid_image_format() from None
+        if self._on_input is not None:
+            self._on_input(info.width, info.height)
         held = await self._pixel_budget.acquire(info.width * info.height)
         try:
             async with self._cpu_slots:

@@ -36,6 +36,7 @@ class Settings:
     max_pixels_in_flight: int = 200_000_000  # full-size image pixels held at once, decode to last byte sent
     body_timeout_s: float = 60.0  # the whole request body must arrive within this
     header_timeout_s: float = 10.0  # request headers must arrive within this (slowloris)
+    shutdown_grace_s: float = 30.0  # on SIGTERM, time to finish in-flight and queued requests
     torch_threads: int = 0  # 0: torch's default (one per core)
     png_compression: int = 6  # zlib level 0-9 of the PNG response
     api_keys: tuple[str, ...] = field(default=(), repr=False)

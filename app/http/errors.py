@@ -29,8 +29,10 @@ class AzureError(Exception):
         inner_code: str | None = None,
         inner_message: str | None = None,
         headers: dict[str, str] | None = None,
+        reason: str | None = None,
     ) -> None:
         super().__init__(message)
+        self.reason = reason or code  # a short label for metrics
         self.status = status
         self.code = code
         self.message = message
@@ -56,8 +58,8 @@ class GatewayError(AzureError):
     is compact (Content-Length 224), so ``spaced`` follows each recording.
     """
 
-    def __init__(self, status: int, message: str, spaced: bool, headers: dict[str, str] | None = None) -> None:
-        super().__init__(status, str(status), message, headers=headers)
+    def __init__(self, status: int, message: str, spaced: bool, reason: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(status, str(status), message, headers=headers, reason=reason)
         self.spaced = spaced
 
     def body(self) -> bytes:
@@ -71,52 +73,52 @@ class GatewayError(AzureError):
         return Response(self.body(), self.status, headers=self.headers, media_type="application/json")
 
 
-def invalid_request(message: str, inner_code: str | None = None, inner_message: str | None = None) -> AzureError:
-    return AzureError(400, "InvalidRequest", message, inner_code, inner_message)
+def invalid_request(reason: str, message: str, inner_code: str | None = None, inner_message: str | None = None) -> AzureError:
+    return AzureError(400, "InvalidRequest", message, inner_code, inner_message, reason=reason)
 
 
 def invalid_mode() -> AzureError:
-    return invalid_request("Value for mode is invalid.")
+    return invalid_request("invalid_mode", "Value for mode is invalid.")
 
 
 def invalid_image_size(limit: int) -> AzureError:
-    return invalid_request(f"The image size is not allowed to be zero or larger than {limit} bytes.")
+    return invalid_request("image_size", f"The image size is not allowed to be zero or larger than {limit} bytes.")
 
 
 def invalid_image_dimension(minimum: int, maximum: int) -> AzureError:
-    return invalid_request(f"The image dimension is not allowed to be smaller than {minimum} and larger than {maximum}.")
+    return invalid_request("image_dimension", f"The image dimension is not allowed to be smaller than {minimum} and larger than {maximum}.")
 
 
 def invalid_image_format() -> AzureError:
-    return invalid_request("Image format is not valid.", "InvalidImageFormat", "Input data is not a valid image.")
+    return invalid_request("image_format", "Image format is not valid.", "InvalidImageFormat", "Input data is not a valid image.")
 
 
 def url_not_accessible() -> AzureError:
-    return invalid_request("The provided image url is not accessible.")
+    return invalid_request("url_not_accessible", "The provided image url is not accessible.")
 
 
 def unsupported_content_type(content_type: str) -> AzureError:
-    return invalid_request(f"The provided image content type {content_type} is not supported.")
+    return invalid_request("content_type", f"The provided image content type {content_type} is not supported.")
 
 
 def invalid_json_body() -> AzureError:
-    return invalid_request("The request body is not valid JSON with a 'url' property.")
+    return invalid_request("json_body", "The request body is not valid JSON with a 'url' property.")
 
 
 def body_timeout() -> AzureError:
-    return AzureError(408, "Timeout", "The request body was not received in time.")
+    return AzureError(408, "Timeout", "The request body was not received in time.", reason="body_timeout")
 
 
 def internal_error() -> AzureError:
-    return AzureError(500, "InternalServerError", "The processing resulted in an internal error.")
+    return AzureError(500, "InternalServerError", "The processing resulted in an internal error.", reason="internal")
 
 
 def service_unavailable() -> AzureError:
-    return AzureError(503, "ServiceUnavailable", "The service is unavailable.")
+    return AzureError(503, "ServiceUnavailable", "The service is unavailable.", reason="unavailable")
 
 
 def resource_not_found() -> GatewayError:
-    return GatewayError(404, "Resource not found", spaced=True)
+    return GatewayError(404, "Resource not found", spaced=True, reason="not_found")
 
 
 def _key_challenge(realm: str) -> dict[str, str]:
@@ -129,6 +131,7 @@ def invalid_key(realm: str) -> GatewayError:
         "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid key "
         "for an active subscription and use a correct regional API endpoint for your resource.",
         spaced=False,
+        reason="invalid_key",
         headers=_key_challenge(realm),
     )
 
@@ -138,6 +141,7 @@ def missing_key(realm: str) -> GatewayError:
         401,
         "Access denied due to missing subscription key. Make sure to include subscription key when making requests to an API.",
         spaced=False,
+        reason="missing_key",
         headers=_key_challenge(realm),
     )
 
@@ -148,5 +152,6 @@ def rate_limited(retry_after_s: int) -> GatewayError:
         "Requests to the Segment Operation under Computer Vision API have exceeded the capacity of this service. "
         f"Please retry after {retry_after_s} second{'s' if retry_after_s != 1 else ''}.",
         spaced=True,
+        reason="rate_limited",
         headers={"Retry-After": str(retry_after_s)},
     )

@@ -11,6 +11,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.http.errors import API_SUPPORTED_VERSIONS
+from app.metrics import Metrics
 
 _SLASHES = re.compile(r"/{2,}")
 access_log = logging.getLogger("app.access")
@@ -24,8 +25,10 @@ class AzureHeadersMiddleware:
     request. The query string is never logged: it may carry ``subscription-key``.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, segment_paths: frozenset[str]) -> None:
         self.app = app
+        self.metrics = metrics
+        self.segment_paths = segment_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -50,19 +53,29 @@ class AzureHeadersMiddleware:
                 outcome["bytes"] += len(message.get("body", b""))
             await send(message)
 
+        is_segment = scope["path"] in self.segment_paths
+        mode = _query_value(scope, b"mode")
+        if is_segment:
+            self.metrics.inflight.inc()
         try:
             await self.app(scope, receive, send_with_headers)
         finally:
+            elapsed = time.perf_counter() - started
+            if is_segment:
+                self.metrics.inflight.dec()
+                label = mode if mode in ("backgroundRemoval", "foregroundMatting") else "other"
+                self.metrics.requests.labels(label, str(outcome["status"])).inc()
+                self.metrics.request_seconds.labels(label).observe(elapsed)
             access_log.info(
                 "request",
                 extra={
                     "request_id": request_id,
                     "method": scope["method"],
                     "path": scope["path"],
-                    "mode": _query_value(scope, b"mode"),
+                    "mode": mode,
                     "status": outcome["status"],
                     "response_bytes": outcome["bytes"],
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+                    "duration_ms": round(elapsed * 1000, 1),
                 },
             )
 

@@ -21,6 +21,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 PredictFn = Callable[[np.ndarray], np.ndarray]
+BatchObserver = Callable[[int, float], None]  # (batch size, seconds)
 
 
 class QueueFullError(Exception):
@@ -51,8 +52,16 @@ class BatchStats:
 
 
 class Batcher:
-    def __init__(self, predict: PredictFn, max_batch_size: int, max_wait_s: float, queue_size: int) -> None:
+    def __init__(
+        self,
+        predict: PredictFn,
+        max_batch_size: int,
+        max_wait_s: float,
+        queue_size: int,
+        on_batch: BatchObserver | None = None,
+    ) -> None:
         self._predict = predict
+        self._on_batch = on_batch
         self._max_batch_size = max_batch_size
         self._max_wait_s = max_wait_s
         self._queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=queue_size)
@@ -70,10 +79,11 @@ class Batcher:
         self._accepting = True
         self._worker = asyncio.create_task(self._run(), name="batcher")
 
-    async def drain(self) -> None:
-        """Stop taking new work and wait until everything queued or running has been answered."""
+    async def drain(self, timeout_s: float) -> None:
+        """Stop taking new work and wait (up to ``timeout_s``) until everything queued or running is answered."""
         self._accepting = False
-        while not self._queue.empty() or self._busy:
+        deadline = time.monotonic() + timeout_s
+        while (not self._queue.empty() or self._busy) and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
 
     async def stop(self) -> None:
@@ -128,6 +138,7 @@ class Batcher:
 
     async def _run_batch(self, loop: asyncio.AbstractEventLoop, jobs: list[_Job]) -> None:
         batch = np.stack([job.image for job in jobs])
+        started = time.perf_counter()
         try:
             mattes = await loop.run_in_executor(self._executor, self._predict, batch)
         except Exception as error:
@@ -137,6 +148,8 @@ class Batcher:
                 if not job.future.done():
                     job.future.set_exception(BatchFailedError(str(error)))
             return
+        if self._on_batch is not None:
+            self._on_batch(len(jobs), time.perf_counter() - started)
         self.stats.batches += 1
         self.stats.images += len(jobs)
         self.stats.sizes = (self.stats.sizes + [len(jobs)])[-1000:]
