@@ -12,9 +12,8 @@ from app.main import create_app
 from app.settings import Settings
 
 
-def main() -> None:
+def serve(settings: Settings) -> None:
     logs.configure()
-    settings = Settings.from_env()
     config = uvicorn.Config(
         create_app(settings),
         host=settings.host,
@@ -28,6 +27,10 @@ def main() -> None:
     # Having drained, this process has shut down cleanly: that second SIGTERM must end in exit 0.
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
     uvicorn.Server(config).run()
+
+
+def main() -> None:
+    serve(Settings.from_env())
 
 
 if __name__ == "__main__":

@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import AsyncIterator
 
 import httpx
 from fastapi import FastAPI
+from starlette.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import FileResponse, JSONResponse, Response
 
 from app import __version__
 from app.http import errors, routes
@@ -28,6 +30,7 @@ from app.service import SegmentService
 from app.settings import Settings
 
 log = logging.getLogger("app")
+WEB_ROOT = Path(__file__).resolve().parent / "web" / "static"
 
 
 def create_app(settings: Settings, engine: MattingEngine | None = None) -> FastAPI:
@@ -101,8 +104,13 @@ def create_app(settings: Settings, engine: MattingEngine | None = None) -> FastA
     async def prometheus(request: Request) -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
+    async def page(request: Request) -> Response:
+        return FileResponse(WEB_ROOT / "index.html", media_type="text/html; charset=utf-8")
+
     app.add_api_route("/openapi.json", openapi, methods=["GET"])
     app.add_api_route("/metrics", prometheus, methods=["GET"])
+    app.add_api_route("/", page, methods=["GET"])
+    app.mount("/static", StaticFiles(directory=WEB_ROOT), name="static")
     app.add_middleware(AzureHeadersMiddleware, metrics=metrics, segment_paths=frozenset(routes.SEGMENT_PATHS))
 
     @app.exception_handler(errors.AzureError)
