@@ -46,6 +46,8 @@ def mutated_image(draw) -> bytes:
 
 
 printable = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=40)
+# HTTP clients refuse header values with surrounding whitespace before sending, so generate none.
+header_value = printable.map(str.strip)
 bodies = st.one_of(
     st.binary(max_size=2048),
     mutated_image(),
@@ -64,7 +66,7 @@ queries = st.fixed_dictionaries(
 )
 headers = st.dictionaries(
     st.sampled_from(["Content-Type", "Ocp-Apim-Subscription-Key", "Accept", "X-Anything", "Content-Encoding", "Transfer-Encoding-Hint"]),
-    st.one_of(st.sampled_from(CONTENT_TYPES), printable),
+    st.one_of(st.sampled_from(CONTENT_TYPES), header_value),
     max_size=4,
 )
 paths = st.sampled_from([SEGMENT, "/imageanalysis:segment", "//computervision/imageanalysis:segment", "/computervision/", "/x:segment"])
@@ -144,9 +146,15 @@ def test_a_trickled_body_is_cut_off(fast_server):
                 answer = sock.recv(4096)
             except socket.timeout:
                 pass
+        elapsed = time.monotonic() - started
+        sock.settimeout(2)
+        try:  # the body may follow the head in a later segment
+            while chunk := sock.recv(4096):
+                answer += chunk
+        except OSError:
+            pass
     finally:
         sock.close()
-    elapsed = time.monotonic() - started
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
     assert b'"code":"Timeout"' in answer
     assert 2.5 < elapsed < 10  # BGR_BODY_TIMEOUT_S is 3 on this server

@@ -54,9 +54,14 @@ def test_manifest_records_source_hashes_and_licence(weights: Path):
 def test_fetch_from_a_local_onnx_is_idempotent(weights: Path, tmp_path: Path, capsys):
     if not CACHED_ONNX.exists():
         pytest.skip("the weights cache holds no assembled ONNX (run `python -m app.weights fetch`)")
-    output = tmp_path / "isnet.safetensors"
-    assert cli.main(["fetch", "--source", str(CACHED_ONNX), "--output", str(output), "--cache", str(tmp_path / "cache")]) == 0
-    assert source.sha256_file(output) == source.sha256_file(weights)  # deterministic conversion
+    from safetensors.torch import load_file
+
+    output, again = tmp_path / "isnet.safetensors", tmp_path / "again.safetensors"
+    for path in (output, again):
+        assert cli.main(["fetch", "--source", str(CACHED_ONNX), "--output", str(path), "--cache", str(tmp_path / "cache")]) == 0
+    assert source.sha256_file(output) == source.sha256_file(again)  # reproducible, byte for byte
+    converted, installed = load_file(str(output)), load_file(str(weights))
+    assert converted.keys() == installed.keys() and all(torch.equal(converted[k], installed[k]) for k in converted)
     capsys.readouterr()
     assert cli.main(["fetch", "--source", str(CACHED_ONNX), "--output", str(output)]) == 0
     assert "up to date" in capsys.readouterr().out

@@ -66,7 +66,8 @@ def fetch(output: Path, cache_dir: Path, from_source: Path | None, force: bool) 
     state = state_dict_from_onnx(onnx_bytes)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_suffix(".tmp")
-    save_file(state, str(tmp), metadata={"format": "pt", "architecture": "ISNet"})
+    # One metadata key only: safetensors writes its metadata map in no fixed order, and the file must be reproducible.
+    save_file(state, str(tmp), metadata={"format": "pt"})
     tmp.chmod(0o644)  # safetensors writes 0600; the service may run as another user
     tmp.replace(output)
     manifest = {
