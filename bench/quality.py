@@ -1,0 +1,175 @@
+"""Matte quality on image/ground-truth pairs: this service's pipeline against the rembg-style baseline.
+
+    python bench/quality.py [--manifest ../shared/evaldata/manifest.csv] [--limit N] [--out bench/results/quality]
+
+Both run the same IS-Net weights through this project's module (equal to onnxruntime on the
+published graph within 2e-5, tests/test_parity.py), so only the pipelines around it differ:
+
+- baseline (rembg's dis_custom session): Lanczos resize to 1024², divide by the image maximum,
+  subtract 0.5; min-max stretch of the prediction; 8-bit truncation; Lanczos upsample.
+- ours (the service, `default`): antialiased bilinear resize to 1024², (x - 128) / 256; sigmoid;
+  bilinear upsample; variants add flip TTA and guided-filter upsampling.
+
+Model outputs are cached per image (``--cache``), so variants of the post-processing are cheap.
+Prints MAE, MSE, SAD, Grad, IoU@0.5 and seconds per image per set and overall; writes JSON and
+a contact sheet (image, baseline, ours, ground truth).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from app.inference.engine import MattingEngine  # noqa: E402
+from app.inference.pipeline import matte_at_size, model_input  # noqa: E402
+from app.inference.refine import upsample_guided  # noqa: E402
+from app.quality import grad_error, iou, load_gray, mae, mse, sad  # noqa: E402
+from app.settings import Settings  # noqa: E402
+
+SIZE = 1024
+METRICS = ("mae", "mse", "sad", "grad", "iou", "seconds")
+
+
+def logits(engine: MattingEngine, batch: np.ndarray) -> np.ndarray:
+    """N x 3 x S x S float input -> N x S x S logits."""
+    with torch.inference_mode():
+        x = torch.from_numpy(batch).contiguous(memory_format=torch.channels_last)
+        return engine.model(x)[:, 0].numpy()
+
+
+def baseline(engine: MattingEngine, rgb: np.ndarray) -> tuple[np.ndarray, float]:
+    started = time.perf_counter()
+    small = np.asarray(Image.fromarray(rgb).resize((SIZE, SIZE), Image.LANCZOS), dtype=np.float32)
+    x = (small / max(small.max(), 1e-6) - 0.5).transpose(2, 0, 1)[None]
+    pred = 0.5 * (1 + np.tanh(logits(engine, x)[0] / 2))
+    pred = (pred - pred.min()) / (pred.max() - pred.min())
+    mask = Image.fromarray((pred * 255).astype(np.uint8)).resize((rgb.shape[1], rgb.shape[0]), Image.LANCZOS)
+    return np.asarray(mask, dtype=np.float32) / 255, time.perf_counter() - started
+
+
+def our_logits(engine: MattingEngine, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """Plain and flipped logits for our preprocessing, and seconds for one model pass."""
+    x = ((model_input(rgb, SIZE).astype(np.float32) - 128) / 256).transpose(2, 0, 1)[None]
+    started = time.perf_counter()
+    plain = logits(engine, x)[0]
+    seconds = time.perf_counter() - started
+    flipped = logits(engine, np.ascontiguousarray(x[..., ::-1]))[0][:, ::-1]
+    return plain, np.ascontiguousarray(flipped), seconds
+
+
+def variants(rgb: np.ndarray, plain: np.ndarray, flipped: np.ndarray) -> dict[str, tuple[np.ndarray, float, int]]:
+    """name -> (matte at image size, post-processing seconds, model passes)."""
+    height, width = rgb.shape[:2]
+    out: dict[str, tuple[np.ndarray, float, int]] = {}
+    sig = lambda z: 0.5 * (1 + np.tanh(z / 2))  # noqa: E731  (a sigmoid that cannot overflow)
+    fused = {"default": (sig(plain), 1), "flip": ((sig(plain) + sig(flipped)) / 2, 2)}
+    image = torch.from_numpy(np.array(rgb)).permute(2, 0, 1)[None].float() / 255
+    for name, (prob, passes) in fused.items():
+        started = time.perf_counter()
+        out[name] = (matte_at_size(prob, width, height).astype(np.float32) / 255, time.perf_counter() - started, passes)
+        started = time.perf_counter()
+        refined = upsample_guided(torch.from_numpy(prob.astype(np.float32))[None, None], image)[0, 0].numpy()
+        out[f"{name}+guided"] = (np.round(refined * 255) / 255, time.perf_counter() - started, passes)
+    return out
+
+
+def score(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
+    return {"mae": mae(pred, gt), "mse": mse(pred, gt), "sad": sad(pred, gt), "grad": grad_error(pred, gt), "iou": iou(pred, gt)}
+
+
+def summarise(rows: list[dict]) -> dict[str, dict[str, dict[str, float]]]:
+    """config -> set (and 'overall') -> metric -> mean."""
+    grouped: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        grouped[row["config"]][row["set"]].append(row)
+        grouped[row["config"]]["overall"].append(row)
+    return {
+        config: {name: {m: float(np.mean([r[m] for r in items])) for m in METRICS} | {"pairs": len(items)} for name, items in sets.items()}
+        for config, sets in grouped.items()
+    }
+
+
+def contact_sheet(samples: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]], path: Path, height: int = 160) -> None:
+    tiles = []
+    for rgb, base, ours, gt in samples:
+        row = [Image.fromarray(rgb)] + [Image.fromarray((m * 255).astype(np.uint8)).convert("RGB") for m in (base, ours, gt)]
+        width = int(rgb.shape[1] * height / rgb.shape[0])
+        tiles.append([t.resize((width, height)) for t in row])
+    sheet = Image.new("RGB", (max(sum(t.width for t in row) for row in tiles), height * len(tiles)), "white")
+    for i, row in enumerate(tiles):
+        x = 0
+        for tile in row:
+            sheet.paste(tile, (x, i * height))
+            x += tile.width
+    sheet.save(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--manifest", type=Path, default=ROOT.parent / "shared" / "evaldata" / "manifest.csv")
+    parser.add_argument("--limit", type=int, default=0, help="at most this many pairs per set (0: all)")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "quality")
+    parser.add_argument("--cache", type=Path, default=ROOT / "bench" / "results" / "cache")
+    args = parser.parse_args(argv)
+    if not args.manifest.exists():
+        print(f"error: {args.manifest} not found (the evaluation pairs live in ../shared/evaldata)", file=sys.stderr)
+        return 2
+    engine = MattingEngine.from_settings(Settings(device="cpu"))
+    with args.manifest.open(newline="") as f:
+        pairs = list(csv.DictReader(f))
+    if args.limit:
+        counts: dict[str, int] = defaultdict(int)
+        pairs = [p for p in pairs if (counts.__setitem__(p["set"], counts[p["set"]] + 1) or counts[p["set"]] <= args.limit)]
+    args.out.mkdir(parents=True, exist_ok=True)
+    args.cache.mkdir(parents=True, exist_ok=True)
+    base_dir = args.manifest.parent
+    rows, samples = [], []
+    for index, pair in enumerate(pairs, 1):
+        rgb = np.asarray(Image.open(base_dir / pair["image"]).convert("RGB"))
+        gt = load_gray(base_dir / pair["gt"])
+        cached = args.cache / f"{pair['set']}__{pair['id']}.npz"
+        if cached.exists():
+            data = np.load(cached)
+            base, base_s, plain, flipped, pass_s = data["base"], float(data["base_s"]), data["plain"], data["flipped"], float(data["pass_s"])
+        else:
+            base, base_s = baseline(engine, rgb)
+            plain, flipped, pass_s = our_logits(engine, rgb)
+            np.savez(cached, base=base, base_s=base_s, plain=plain.astype(np.float16), flipped=flipped.astype(np.float16), pass_s=pass_s)
+        rows.append({"config": "baseline", "set": pair["set"], "id": pair["id"], **score(base, gt), "seconds": base_s})
+        ours = variants(rgb, plain.astype(np.float32), flipped.astype(np.float32))
+        for name, (matte, post_s, passes) in ours.items():
+            # Time per image: decode-to-matte as the service runs it (model passes + pre/post-processing).
+            rows.append({"config": name, "set": pair["set"], "id": pair["id"], **score(matte, gt), "seconds": passes * pass_s + post_s})
+        if pair["set"] == "alphamatting_lowres" and len(samples) < 6:
+            samples.append((rgb, base, ours["flip+guided"][0], gt))
+        print(f"\r{index}/{len(pairs)} pairs", end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+    summary = summarise(rows)
+    (args.out / "quality.json").write_text(json.dumps({"summary": summary, "pairs": rows}, indent=1) + "\n")
+    if samples:
+        contact_sheet(samples, args.out / "contact_sheet.png")
+    base_overall = summary["baseline"]["overall"]
+    print(f"{'config':16s} {'set':22s} {'pairs':>5s} {'MAE':>8s} {'MSE':>8s} {'SAD':>8s} {'Grad':>8s} {'IoU':>7s} {'s/img':>6s}")
+    for config, sets in summary.items():
+        for name, m in sorted(sets.items(), key=lambda kv: (kv[0] == "overall", kv[0])):
+            print(f"{config:16s} {name:22s} {m['pairs']:5d} {m['mae']:8.4f} {m['mse']:8.4f} {m['sad']:8.2f} {m['grad']:8.2f} {m['iou']:7.4f} {m['seconds']:6.2f}")
+        overall = sets["overall"]
+        print(f"{'':16s} vs baseline: MAE {100 * (overall['mae'] / base_overall['mae'] - 1):+.1f}%, Grad {100 * (overall['grad'] / base_overall['grad'] - 1):+.1f}%, time x{overall['seconds'] / base_overall['seconds']:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
