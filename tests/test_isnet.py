@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from app.inference.isnet import ISNet, load_isnet
+from app.inference.isnet import load_isnet
 
 
 @pytest.fixture(scope="module")

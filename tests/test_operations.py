@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 
