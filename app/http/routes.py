@@ -109,6 +109,9 @@ async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
     watcher = asyncio.ensure_future(_wait_for_disconnect(request))
     try:
         await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()  # the handler itself is being cancelled (shutdown): take the work with it
+        raise
     finally:
         watcher.cancel()
     if not task.done():
