@@ -69,7 +69,7 @@ def image() -> bytes:
 
 def test_mode_invalid_and_missing(fast_server, image):
     with fast_server.client() as client:
-        for mode in ("sideways", "BackgroundRemoval", "", None):
+        for mode in ("sideways", "BackgroundRemoval", "", None, "模式\u2028"):
             assert_backend_error(segment(client, mode, content=image), 400, "Value for mode is invalid.")
             assert segment(client, mode, content=image).headers["x-ms-error-code"] == "InvalidRequest"
 

@@ -54,13 +54,14 @@ bodies = st.one_of(
     st.builds(lambda k, v: json.dumps({k: v}).encode(), printable, st.one_of(printable, st.integers(), st.none())),
     st.text(max_size=200).map(lambda t: t.encode("utf-8", "surrogatepass")),
 )
+any_text = st.text(max_size=40)  # any Unicode, percent-encoded by the client
 queries = st.fixed_dictionaries(
     {},
     optional={
         "api-version": st.one_of(st.sampled_from(["2023-02-01-preview", "2023-04-01-preview"]), printable),
-        "mode": st.one_of(st.sampled_from(["backgroundRemoval", "foregroundMatting"]), printable),
+        "mode": st.one_of(st.sampled_from(["backgroundRemoval", "foregroundMatting"]), printable, any_text),
         "subscription-key": printable,
-        "overload": printable,
+        "overload": any_text,
     },
 )
 headers = st.dictionaries(

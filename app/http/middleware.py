@@ -54,7 +54,7 @@ class AzureHeadersMiddleware:
             await send(message)
 
         is_segment = scope["path"] in self.segment_paths
-        mode = _query_value(scope, b"mode")
+        mode = _query_value(scope, "mode")
         if is_segment:
             self.metrics.inflight.inc()
         try:
@@ -80,10 +80,12 @@ class AzureHeadersMiddleware:
             )
 
 
-def _query_value(scope: Scope, name: bytes) -> str | None:
+def _query_value(scope: Scope, name: str) -> str | None:
+    """One query parameter, for the log; any bytes a client sends must decode without raising."""
     from urllib.parse import parse_qsl
 
-    for key, value in parse_qsl(scope.get("query_string", b"").decode("latin-1")):
-        if key.encode("latin-1") == name:
+    query = scope.get("query_string", b"").decode("latin-1")
+    for key, value in parse_qsl(query, keep_blank_values=True, errors="replace"):
+        if key == name:
             return value[:40]
     return None
