@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator, Literal
 
@@ -10,7 +11,16 @@ import numpy as np
 from PIL import Image
 
 from app.http import errors
-from app.imaging.decode import MAX_SIDE, MIN_SIDE, ImageDimensionError, ImageFormatError, decode_image, output_size, probe_image
+from app.imaging.decode import (
+    MAX_SIDE,
+    MIN_SIDE,
+    ImageDimensionError,
+    ImageFormatError,
+    ImageInfo,
+    decode_image,
+    output_size,
+    probe_image,
+)
 from app.imaging.png import iter_matte_png, iter_rgba_png
 from app.inference.batcher import Batcher, BatchFailedError, BatcherStoppedError, QueueFullError
 from app.inference.pipeline import cutout, matte_at_size, model_input
@@ -18,6 +28,17 @@ from app.pixel_budget import PixelBudget
 
 Mode = Literal["backgroundRemoval", "foregroundMatting"]
 MODES: tuple[Mode, ...] = ("backgroundRemoval", "foregroundMatting")
+
+
+@contextmanager
+def image_errors() -> Iterator[None]:
+    """Decoding errors as Azure's 400s."""
+    try:
+        yield
+    except ImageDimensionError:
+        raise errors.invalid_image_dimension(MIN_SIDE, MAX_SIDE) from None
+    except ImageFormatError:
+        raise errors.invalid_image_format() from None
 
 
 @dataclass
@@ -60,9 +81,8 @@ class SegmentService:
         self._png_compression = png_compression
         self._retry_after_s = retry_after_s
 
-    def _prepare(self, data: bytes, mode: Mode) -> Prepared:
-        try:
-            info = probe_image(data)
+    def _prepare(self, data: bytes, info: ImageInfo, mode: Mode) -> Prepared:
+        with image_errors():
             if mode == "backgroundRemoval":
                 out_w, out_h = output_size(info.width, info.height)
                 exact = (out_w, out_h) == (info.width, info.height)
@@ -74,10 +94,6 @@ class SegmentService:
             # foregroundMatting needs the pixels only at the model's size, and the output's size.
             image = decode_image(data, (self._resolution, self._resolution))
             return Prepared(None, info.width, info.height, model_input(image.rgb, self._resolution))
-        except ImageDimensionError:
-            raise errors.invalid_image_dimension(MIN_SIDE, MAX_SIDE) from None
-        except ImageFormatError:
-            raise errors.invalid_image_format() from None
 
     def _compose(self, prepared: Prepared, matte: np.ndarray, mode: Mode) -> Iterator[bytes]:
         alpha = matte_at_size(matte, prepared.width, prepared.height)
@@ -91,18 +107,14 @@ class SegmentService:
 
         Errors before the first byte raise :class:`errors.AzureError`.
         """
-        try:
+        with image_errors():
             info = await asyncio.to_thread(probe_image, data)
-        except ImageDimensionError:
-            raise errors.invalid_image_dimension(MIN_SIDE, MAX_SIDE) from None
-        except ImageFormatError:
-            raise errors.invalid_image_format() from None
         if self._on_input is not None:
             self._on_input(info.width, info.height)
         held = await self._pixel_budget.acquire(info.width * info.height)
         try:
             async with self._cpu_slots:
-                prepared = await asyncio.to_thread(self._prepare, data, mode)
+                prepared = await asyncio.to_thread(self._prepare, data, info, mode)
             del data
             try:
                 matte = await self._batcher.submit(prepared.model_rgb)
