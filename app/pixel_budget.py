@@ -17,6 +17,10 @@ class PixelBudget:
         self.available = capacity
         self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
 
+    @property
+    def in_use(self) -> int:
+        return self.capacity - self.available
+
     async def acquire(self, pixels: int) -> int:
         """Wait for ``pixels`` units (at most the whole budget, so any one image can run alone); returns the units held."""
         units = max(1, min(pixels, self.capacity))

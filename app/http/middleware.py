@@ -6,6 +6,7 @@ import logging
 import re
 import time
 import uuid
+from urllib.parse import parse_qsl
 
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -82,8 +83,6 @@ class AzureHeadersMiddleware:
 
 def _query_value(scope: Scope, name: str) -> str | None:
     """One query parameter, for the log; any bytes a client sends must decode without raising."""
-    from urllib.parse import parse_qsl
-
     query = scope.get("query_string", b"").decode("latin-1")
     for key, value in parse_qsl(query, keep_blank_values=True, errors="replace"):
         if key == name:

@@ -151,6 +151,6 @@ async def ready(request: Request) -> Response:
             "images": stats.images,
             "failed_batches": stats.failures,
             "abandoned": stats.abandoned,
-            "pixels_in_flight": request.state.pixel_budget.capacity - request.state.pixel_budget.available,
+            "pixels_in_flight": request.state.pixel_budget.in_use,
         }
     )
