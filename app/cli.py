@@ -152,11 +152,8 @@ def local_segmenter(settings: Settings, mode: str):
     if not settings.weights.exists():
         raise UsageError(f"no weights at {settings.weights}: run `bgremoval weights fetch` first")
     engine = MattingEngine.from_settings(settings)
-    batcher = Batcher(engine.predict, settings.max_batch_size, settings.max_batch_wait_ms / 1000, 10**6)
-    service = SegmentService(
-        batcher, engine.resolution, settings.decode_concurrency, PixelBudget(settings.max_pixels_in_flight),
-        settings.png_compression, settings.retry_after_s,
-    )
+    batcher = Batcher(engine.analyse, settings.max_batch_size, settings.max_batch_wait_ms / 1000, 10**6)
+    service = SegmentService.from_settings(settings, batcher, engine, PixelBudget(settings.max_pixels_in_flight))
     started = False
 
     async def segment(data: bytes) -> bytes:
@@ -299,7 +296,7 @@ def weights(args: argparse.Namespace) -> int:
     path = args.path
     if args.action == "fetch":
         return tool.main(["fetch", "--output", str(path)] + (["--force"] if args.force else []))
-    manifest_file = tool.manifest_path(path)
+    manifest_file = source.manifest_path(path)
     if not path.exists() or not manifest_file.exists():
         raise UsageError(f"no weights at {path}: run `bgremoval weights fetch`")
     manifest = json.loads(manifest_file.read_text())

@@ -46,7 +46,7 @@ def create_app(settings: Settings, engine: MattingEngine | None = None) -> FastA
         matting = engine or await asyncio.to_thread(MattingEngine.from_settings, settings)
         await asyncio.to_thread(matting.warm_up)
         batcher = Batcher(
-            matting.predict,
+            matting.analyse,
             settings.max_batch_size,
             settings.max_batch_wait_ms / 1000,
             settings.queue_size,
@@ -55,15 +55,7 @@ def create_app(settings: Settings, engine: MattingEngine | None = None) -> FastA
         metrics.watch_queue(lambda: batcher.depth)
         await batcher.start()
         pixel_budget = PixelBudget(settings.max_pixels_in_flight)
-        service = SegmentService(
-            batcher,
-            matting.resolution,
-            settings.decode_concurrency,
-            pixel_budget,
-            settings.png_compression,
-            settings.retry_after_s,
-            on_input=metrics.observe_input,
-        )
+        service = SegmentService.from_settings(settings, batcher, matting, pixel_budget, on_input=metrics.observe_input)
         url_policy = UrlPolicy.from_allow_list(
             settings.url_allow,
             max_bytes=MAX_IMAGE_BYTES,
@@ -72,7 +64,16 @@ def create_app(settings: Settings, engine: MattingEngine | None = None) -> FastA
         )
         async with httpx.AsyncClient(timeout=settings.url_timeout_s, follow_redirects=False, trust_env=False) as http_client:
             ready.set()
-            log.info("ready", extra={"host": settings.host, "port": settings.port, "device": str(matting.device), "dtype": str(matting.dtype)})
+            log.info(
+                "ready",
+                extra={
+                    "host": settings.host,
+                    "port": settings.port,
+                    "device": str(matting.device),
+                    "dtype": str(matting.dtype),
+                    "scene_handling": service.scene_handling,
+                },
+            )
             try:
                 yield {
                     "ready": ready,

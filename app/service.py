@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator, Literal
+from typing import Callable, Iterator, Literal, get_args
 
 import numpy as np
 from PIL import Image
@@ -23,11 +23,16 @@ from app.imaging.decode import (
 )
 from app.imaging.png import iter_matte_png, iter_rgba_png
 from app.inference.batcher import Batcher, BatchFailedError, BatcherStoppedError, QueueFullError
+from app.inference.engine import Analysis, MattingEngine
 from app.inference.pipeline import cutout, matte_at_size, model_input
+from app.inference.scene import SceneMeasures, SceneRule, Target, measure, scene_alpha
 from app.pixel_budget import PixelBudget
+from app.settings import Settings
 
 Mode = Literal["backgroundRemoval", "foregroundMatting"]
 MODES: tuple[Mode, ...] = ("backgroundRemoval", "foregroundMatting")
+TargetChoice = Literal["auto", "subject", "scene"]
+TARGET_CHOICES: tuple[TargetChoice, ...] = get_args(TargetChoice)
 
 
 @contextmanager
@@ -47,6 +52,8 @@ class PngStream:
 
     chunks: Iterator[bytes]
     _release: Callable[[], None] | None
+    target: Target = "subject"
+    measures: SceneMeasures | None = None  # what an "auto" decision was made from
 
     def close(self) -> None:
         release, self._release = self._release, None
@@ -56,10 +63,17 @@ class PngStream:
 
 @dataclass
 class Prepared:
-    rgb: np.ndarray | None  # the cut-out's pixels at output size; None for foregroundMatting, which needs only the size
+    rgb: np.ndarray | None  # the pixels at (at most) output size: the cut-out's, or a scene's guide; None when not needed
     width: int  # output size
     height: int
     model_rgb: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class Composed:
+    chunks: Iterator[bytes]
+    target: Target
+    measures: SceneMeasures | None
 
 
 class SegmentService:
@@ -72,8 +86,13 @@ class SegmentService:
         png_compression: int,
         retry_after_s: int,
         on_input: Callable[[int, int], None] | None = None,
+        scene_rule: SceneRule | None = None,
+        default_target: TargetChoice = "auto",
     ) -> None:
+        """``scene_rule`` is None when there is no sky network: every image is then a subject."""
         self._batcher = batcher
+        self._scene_rule = scene_rule
+        self._default_target = default_target
         self._on_input = on_input
         self._resolution = resolution
         self._cpu_slots = asyncio.Semaphore(decode_concurrency)
@@ -81,32 +100,82 @@ class SegmentService:
         self._png_compression = png_compression
         self._retry_after_s = retry_after_s
 
-    def _prepare(self, data: bytes, info: ImageInfo, mode: Mode) -> Prepared:
+    def _prepare(self, data: bytes, info: ImageInfo, mode: Mode, needs_guide: bool) -> Prepared:
         with image_errors():
-            if mode == "backgroundRemoval":
+            if mode == "backgroundRemoval" or needs_guide:
+                # The cut-out's pixels, or the guide a scene's sky edge is refined with (at most output size).
                 out_w, out_h = output_size(info.width, info.height)
                 exact = (out_w, out_h) == (info.width, info.height)
                 image = decode_image(data, None if exact else (out_w, out_h))
                 rgb = image.rgb
                 if rgb.shape[:2] != (out_h, out_w):
                     rgb = np.asarray(Image.fromarray(rgb).resize((out_w, out_h), Image.LANCZOS, reducing_gap=3.0))
+                if mode == "foregroundMatting":
+                    return Prepared(rgb, info.width, info.height, model_input(rgb, self._resolution))
                 return Prepared(rgb, out_w, out_h, model_input(rgb, self._resolution))
-            # foregroundMatting needs the pixels only at the model's size, and the output's size.
+            # foregroundMatting of a subject needs the pixels only at the model's size, and the output's size.
             image = decode_image(data, (self._resolution, self._resolution))
             return Prepared(None, info.width, info.height, model_input(image.rgb, self._resolution))
 
-    def _compose(self, prepared: Prepared, matte: np.ndarray, mode: Mode) -> Iterator[bytes]:
-        alpha = matte_at_size(matte, prepared.width, prepared.height)
-        if mode == "foregroundMatting":
-            return iter_matte_png(alpha, self._png_compression)
+    def _alpha(self, prepared: Prepared, analysis: Analysis, choice: TargetChoice) -> tuple[np.ndarray, Target, SceneMeasures | None]:
+        measures = None
+        target: Target = "subject"
+        if self._scene_rule is not None and analysis.sky is not None and choice != "subject":
+            if choice == "auto":
+                measures = measure(analysis.matte, analysis.sky)
+                target = self._scene_rule.decide(measures)
+            else:
+                target = "scene"
+        if target == "subject":
+            return matte_at_size(analysis.matte, prepared.width, prepared.height), target, measures
         assert prepared.rgb is not None
-        return iter_rgba_png(cutout(prepared.rgb, alpha), self._png_compression)
+        alpha = scene_alpha(analysis.sky, prepared.rgb)
+        if alpha.shape != (prepared.height, prepared.width):  # a foregroundMatting output larger than the guide
+            alpha = np.asarray(Image.fromarray(alpha).resize((prepared.width, prepared.height), Image.BILINEAR))
+        return alpha, target, measures
 
-    async def segment(self, data: bytes, mode: Mode) -> PngStream:
+    def _compose(self, prepared: Prepared, analysis: Analysis, mode: Mode, choice: TargetChoice) -> Composed:
+        alpha, target, measures = self._alpha(prepared, analysis, choice)
+        if mode == "foregroundMatting":
+            return Composed(iter_matte_png(alpha, self._png_compression), target, measures)
+        assert prepared.rgb is not None
+        return Composed(iter_rgba_png(cutout(prepared.rgb, alpha), self._png_compression), target, measures)
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        batcher: Batcher,
+        engine: MattingEngine,
+        pixel_budget: PixelBudget,
+        on_input: Callable[[int, int], None] | None = None,
+    ) -> "SegmentService":
+        return cls(
+            batcher,
+            engine.resolution,
+            settings.decode_concurrency,
+            pixel_budget,
+            settings.png_compression,
+            settings.retry_after_s,
+            on_input=on_input,
+            scene_rule=SceneRule() if engine.sky_model is not None else None,
+            default_target=settings.target,  # type: ignore[arg-type]  # validated by Settings
+        )
+
+    @property
+    def scene_handling(self) -> bool:
+        return self._scene_rule is not None
+
+    async def segment(self, data: bytes, mode: Mode, target: TargetChoice | None = None) -> PngStream:
         """The PNG response as a stream of byte chunks; the caller must ``close()`` it when sent or abandoned.
 
+        ``target``: subject, scene, or auto (decide from the image); None means the server's default.
         Errors before the first byte raise :class:`errors.AzureError`.
         """
+        choice = target or self._default_target
+        if choice == "scene" and self._scene_rule is None:
+            raise errors.scene_unavailable()
+        needs_guide = self._scene_rule is not None and choice != "subject"
         with image_errors():
             info = await asyncio.to_thread(probe_image, data)
         if self._on_input is not None:
@@ -114,10 +183,10 @@ class SegmentService:
         held = await self._pixel_budget.acquire(info.width * info.height)
         try:
             async with self._cpu_slots:
-                prepared = await asyncio.to_thread(self._prepare, data, info, mode)
+                prepared = await asyncio.to_thread(self._prepare, data, info, mode, needs_guide)
             del data
             try:
-                matte = await self._batcher.submit(prepared.model_rgb)
+                analysis = await self._batcher.submit(prepared.model_rgb)
             except QueueFullError:
                 raise errors.rate_limited(self._retry_after_s) from None
             except BatcherStoppedError:
@@ -126,8 +195,8 @@ class SegmentService:
                 raise errors.internal_error() from None
             prepared.model_rgb = None
             async with self._cpu_slots:
-                chunks = await asyncio.to_thread(self._compose, prepared, matte, mode)
+                composed = await asyncio.to_thread(self._compose, prepared, analysis, mode, choice)
         except BaseException:
             self._pixel_budget.release(held)
             raise
-        return PngStream(chunks, lambda: self._pixel_budget.release(held))
+        return PngStream(composed.chunks, lambda: self._pixel_budget.release(held), composed.target, composed.measures)

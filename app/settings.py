@@ -13,6 +13,9 @@ from typing import Mapping
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
+TARGETS = ("auto", "subject", "scene")
+
+
 class SettingsError(ValueError):
     pass
 
@@ -26,6 +29,8 @@ class Settings:
     host: str = "0.0.0.0"
     port: int = 5000
     weights: Path = PROJECT_ROOT / "model_weights" / "isnet-general.safetensors"
+    sky_weights: Path = PROJECT_ROOT / "model_weights" / "sky-u2netp.safetensors"  # absent: scene handling off
+    target: str = "auto"  # auto | subject | scene: the default when a request names no target
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     dtype: str = "auto"  # auto (fp16 on CUDA, fp32 on CPU) | float32 | float16 | bfloat16
     resolution: int = 1024  # the model's square input side, a multiple of 32
@@ -64,7 +69,7 @@ class Settings:
                     values[f.name] = float(raw)
                 elif isinstance(default, tuple):
                     values[f.name] = _split(raw)
-                elif f.name in ("weights", "api_keys_file"):
+                elif f.name in ("weights", "sky_weights", "api_keys_file"):
                     values[f.name] = Path(raw)
                 else:
                     values[f.name] = raw.strip()
@@ -85,6 +90,8 @@ class Settings:
             raise SettingsError("BGR_BODY_TIMEOUT_S, BGR_HEADER_TIMEOUT_S and BGR_URL_TIMEOUT_S must be positive")
         if not 0 <= self.png_compression <= 9:
             raise SettingsError("BGR_PNG_COMPRESSION must be 0-9")
+        if self.target not in TARGETS:
+            raise SettingsError("BGR_TARGET must be auto, subject or scene")
         if self.dtype not in ("auto", "float32", "float16", "bfloat16"):
             raise SettingsError("BGR_DTYPE must be auto, float32, float16 or bfloat16")
 

@@ -20,8 +20,11 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("BGR_SHARED_DIR", ROOT.parent / "shared"))
 EVALDATA = SHARED / "evaldata"
+EVALDATA_SKY = SHARED / "evaldata-sky"
+SKY_MODEL_FILES = SHARED / "models" / "sky-u2netp"
 AZURE_SPEC = SHARED / "azure-spec"
 WEIGHTS = ROOT / "model_weights" / "isnet-general.safetensors"
+SKY_WEIGHTS = ROOT / "model_weights" / "sky-u2netp.safetensors"
 SEGMENT = "/computervision/imageanalysis:segment"
 
 
@@ -36,6 +39,13 @@ def weights() -> Path:
     if not WEIGHTS.exists():
         pytest.fail(f"{WEIGHTS} is missing: run `python -m app.weights fetch` (make test does)")
     return WEIGHTS
+
+
+@pytest.fixture(scope="session")
+def sky_weights() -> Path:
+    if not SKY_WEIGHTS.exists():
+        pytest.skip(f"{SKY_WEIGHTS} is absent: `python -m app.weights fetch` converts the sky network when its files are at hand")
+    return SKY_WEIGHTS
 
 
 @pytest.fixture(scope="session")

@@ -185,15 +185,15 @@ def test_internal_error_fails_only_that_request_and_the_worker_goes_on(image):
 
     settings = Settings(weights=WEIGHTS, device="cpu", resolution=64)
     engine = MattingEngine.from_settings(settings)
-    real_predict, calls = engine.predict, {"n": 0}
+    real_analyse, calls = engine.analyse, {"n": 0}
 
-    def predict_failing_once(batch: np.ndarray) -> np.ndarray:
+    def analyse_failing_once(batch: np.ndarray) -> list:
         calls["n"] += 1
         if calls["n"] == 2:  # the first call is the warm-up
             raise RuntimeError("simulated CUDA error")
-        return real_predict(batch)
+        return real_analyse(batch)
 
-    engine.predict = predict_failing_once  # type: ignore[method-assign]
+    engine.analyse = analyse_failing_once  # type: ignore[method-assign]
     with TestClient(create_app(settings, engine=engine)) as client:
         failed = segment(client, content=image)
         assert_backend_error(failed, 500, "The processing resulted in an internal error.")

@@ -81,6 +81,14 @@ def invalid_mode() -> AzureError:
     return invalid_request("invalid_mode", "Value for mode is invalid.")
 
 
+def invalid_target() -> AzureError:
+    return invalid_request("invalid_target", "Value for target is invalid. Use auto, subject or scene.")
+
+
+def scene_unavailable() -> AzureError:
+    return invalid_request("scene_unavailable", "target=scene is not available: this server has no sky network loaded.")
+
+
 def invalid_image_size(limit: int) -> AzureError:
     return invalid_request("image_size", f"The image size is not allowed to be zero or larger than {limit} bytes.")
 

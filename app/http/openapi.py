@@ -38,6 +38,7 @@ def openapi_document(version: str) -> dict[str, Any]:
                     "parameters": [
                         {"$ref": "#/components/parameters/Azure.Core.Foundations.ApiVersionParameter"},
                         {"$ref": "#/components/parameters/SharedSegmentQuery"},
+                        {"$ref": "#/components/parameters/SegmentTarget"},
                     ],
                     "requestBody": {
                         "description": "The image to be analyzed",
@@ -58,7 +59,20 @@ def openapi_document(version: str) -> dict[str, Any]:
                         },
                     },
                     "responses": {
-                        "200": {"description": "The request has succeeded.", "content": {"image/png": _BINARY}},
+                        "200": {
+                            "description": "The request has succeeded.",
+                            "headers": {
+                                "x-segment-target": {
+                                    "description": "This service's own: what the image was taken for, subject or scene.",
+                                    "schema": {"type": "string", "enum": ["subject", "scene"]},
+                                },
+                                "x-segment-measures": {
+                                    "description": "This service's own: the measures an automatic decision was made from.",
+                                    "schema": {"type": "string"},
+                                },
+                            },
+                            "content": {"image/png": _BINARY},
+                        },
                         "default": {
                             "description": "An unexpected error response.",
                             "headers": {
@@ -100,6 +114,16 @@ def openapi_document(version: str) -> dict[str, Any]:
                         ],
                     },
                     "x-ms-parameter-location": "method",
+                },
+                "SegmentTarget": {
+                    "name": "target",
+                    "in": "query",
+                    "description": (
+                        "Not in Azure's API: take the image as a subject (the salient object is kept), a scene "
+                        "(everything but the sky is kept), or decide per image (auto). Absent: the server's default."
+                    ),
+                    "required": False,
+                    "schema": {"type": "string", "enum": ["auto", "subject", "scene"]},
                 },
             },
             "schemas": {

@@ -14,13 +14,15 @@ from app.http import errors
 from app.http.auth import KeyChecker
 from app.http.body import MAX_IMAGE_BYTES, MAX_JSON_BYTES, MULTIPART_OVERHEAD, body_kind, multipart_image, parse_url_body, read_capped
 from app.http.url_fetch import BodyTooLarge, UrlNotAccessible, UrlPolicy, fetch_url
-from app.service import MODES, PngStream, SegmentService
+from app.service import MODES, TARGET_CHOICES, PngStream, SegmentService
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SEGMENT_PATHS = ("/computervision/imageanalysis:segment", "/imageanalysis:segment")
 SUPPORTED_API_VERSIONS = frozenset({"2023-02-01-preview", "2023-04-01-preview"})
+TARGET_HEADER = "x-segment-target"
+MEASURES_HEADER = "x-segment-measures"
 
 
 async def read_body(request: Request, timeout_s: float) -> tuple[str, bytes]:
@@ -79,12 +81,15 @@ async def segment(request: Request) -> Response:
     mode = query.get("mode")
     if mode not in MODES:
         raise errors.invalid_mode()
+    target = query.get("target")
+    if target is not None and target not in TARGET_CHOICES:
+        raise errors.invalid_target()
     kind, body = await read_body(request, request.state.body_timeout_s)
     service: SegmentService = request.state.segment_service
 
     async def produce() -> PngStream:
         data = await image_bytes(request, kind, body, request.state.http_client, request.state.url_policy)
-        return await service.segment(data, mode)
+        return await service.segment(data, mode, target)  # type: ignore[arg-type]  # checked above
 
     return PngResponse(await until_disconnected(request, produce()))
 
@@ -93,7 +98,11 @@ class PngResponse(StreamingResponse):
     """Streams a :class:`PngStream` and closes it however the sending ends (done, error, client gone)."""
 
     def __init__(self, stream: PngStream) -> None:
-        super().__init__(stream.chunks, media_type="image/png")
+        # What the image was taken for, and (when decided per image) the measures behind the decision.
+        headers = {TARGET_HEADER: stream.target}
+        if stream.measures is not None:
+            headers[MEASURES_HEADER] = stream.measures.header()
+        super().__init__(stream.chunks, media_type="image/png", headers=headers)
         self._stream = stream
 
     async def __call__(self, scope, receive, send) -> None:

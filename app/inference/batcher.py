@@ -14,13 +14,14 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable, Generic, Sequence, TypeVar
 
 import numpy as np
 
 log = logging.getLogger(__name__)
 
-PredictFn = Callable[[np.ndarray], np.ndarray]
+Result = TypeVar("Result")
+PredictFn = Callable[[np.ndarray], Sequence[Any]]  # a batch of images in, one result per image out
 BatchObserver = Callable[[int, float], None]  # (batch size, seconds)
 
 
@@ -39,7 +40,7 @@ class BatcherStoppedError(Exception):
 @dataclass
 class _Job:
     image: np.ndarray
-    future: asyncio.Future[np.ndarray]
+    future: asyncio.Future[Any]
 
 
 @dataclass
@@ -51,7 +52,7 @@ class BatchStats:
     sizes: list[int] = field(default_factory=list)  # the last few batch sizes, for tests and logs
 
 
-class Batcher:
+class Batcher(Generic[Result]):
     def __init__(
         self,
         predict: PredictFn,
@@ -100,7 +101,7 @@ class Batcher:
                 job.future.set_exception(BatcherStoppedError())
         self._executor.shutdown(wait=True)
 
-    async def submit(self, image: np.ndarray) -> np.ndarray:
+    async def submit(self, image: np.ndarray) -> Result:
         if not self._accepting:
             raise BatcherStoppedError
         job = _Job(image, asyncio.get_running_loop().create_future())

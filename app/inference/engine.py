@@ -1,4 +1,4 @@
-"""The matting model on its device: uint8 batches in, float mattes out."""
+"""The models on their device: uint8 batches in; IS-Net mattes (and, when loaded, sky maps) out."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from app.inference.isnet import ISNet, load_isnet
+from app.inference.u2netp import IMAGENET_MEAN, IMAGENET_STD, SKY_RESOLUTION, U2NetP, load_u2netp
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -28,17 +30,26 @@ def pick_dtype(name: str, device: torch.device) -> torch.dtype:
     return _DTYPES[name]
 
 
+@dataclass(frozen=True)
+class Analysis:
+    """What the models say about one image, at their own resolutions."""
+
+    matte: np.ndarray  # S x S float32 in [0, 1]: IS-Net's foreground
+    sky: np.ndarray | None  # 384 x 384 float32 in [0, 1]: the sky network's sky probability; None without it
+
+
 @dataclass
 class MattingEngine:
-    """Runs IS-Net on batches of square ``resolution`` RGB images.
+    """Runs IS-Net (and the sky network, when loaded) on batches of square ``resolution`` RGB images.
 
-    ``predict`` is synchronous and meant for one dedicated worker thread.
+    ``predict`` and ``analyse`` are synchronous and meant for one dedicated worker thread.
     """
 
     model: ISNet
     device: torch.device
     dtype: torch.dtype
     resolution: int
+    sky_model: U2NetP | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "MattingEngine":
@@ -47,18 +58,51 @@ class MattingEngine:
         device = pick_device(settings.device)
         dtype = pick_dtype(settings.dtype, device)
         model = load_isnet(settings.weights, device=device, dtype=dtype).to(memory_format=torch.channels_last)
-        log.info("model loaded", extra={"device": str(device), "dtype": str(dtype)})
-        return cls(model=model, device=device, dtype=dtype, resolution=settings.resolution)
+        sky_model = None
+        if settings.target == "subject":
+            log.info("scene handling off: BGR_TARGET=subject")
+        elif not settings.sky_weights.is_file():
+            log.warning(
+                "scene handling off: no sky network at %s (run `python -m app.weights fetch`); every image is treated as a subject",
+                settings.sky_weights,
+            )
+        else:
+            sky_model = load_u2netp(settings.sky_weights, device=device, dtype=dtype).to(memory_format=torch.channels_last)
+        log.info("model loaded", extra={"device": str(device), "dtype": str(dtype), "scene_handling": sky_model is not None})
+        return cls(model=model, device=device, dtype=dtype, resolution=settings.resolution, sky_model=sky_model)
+
+    def _to_device(self, images: np.ndarray) -> torch.Tensor:
+        batch = torch.from_numpy(np.require(images, np.uint8, ["C", "W"])).to(self.device, non_blocking=True)
+        return batch.permute(0, 3, 1, 2).to(self.dtype)
+
+    def _matte(self, batch: torch.Tensor) -> torch.Tensor:
+        # The weights were trained on (x - 128) / 256 of 0-255 RGB.
+        logits = self.model(((batch - 128.0) / 256.0).contiguous(memory_format=torch.channels_last))
+        return torch.sigmoid(logits.float())[:, 0]
+
+    def _sky(self, batch: torch.Tensor) -> torch.Tensor:
+        assert self.sky_model is not None
+        # Resized on the device from the model input rather than decoded again: the sky map is coarse anyway.
+        small = F.interpolate(batch.float(), size=(SKY_RESOLUTION, SKY_RESOLUTION), mode="bilinear", antialias=True, align_corners=False)
+        mean = torch.tensor(IMAGENET_MEAN, device=small.device).view(1, 3, 1, 1) * 255
+        std = torch.tensor(IMAGENET_STD, device=small.device).view(1, 3, 1, 1) * 255
+        x = ((small - mean) / std).to(self.dtype).contiguous(memory_format=torch.channels_last)
+        return torch.sigmoid(self.sky_model(x).float())[:, 0]
 
     @torch.inference_mode()
     def predict(self, images: np.ndarray) -> np.ndarray:
         """``N x S x S x 3`` uint8 RGB -> ``N x S x S`` float32 matte in [0, 1]."""
-        batch = torch.from_numpy(np.require(images, np.uint8, ["C", "W"])).to(self.device, non_blocking=True)
-        batch = batch.permute(0, 3, 1, 2).to(self.dtype)
-        # The weights were trained on (x - 128) / 256 of 0-255 RGB.
-        batch = ((batch - 128.0) / 256.0).contiguous(memory_format=torch.channels_last)
-        logits = self.model(batch)
-        return torch.sigmoid(logits.float())[:, 0].cpu().numpy()
+        return self._matte(self._to_device(images)).cpu().numpy()
+
+    @torch.inference_mode()
+    def analyse(self, images: np.ndarray) -> list[Analysis]:
+        """``N x S x S x 3`` uint8 RGB -> one :class:`Analysis` per image: the matte, and the sky map when the sky network is loaded."""
+        batch = self._to_device(images)
+        mattes = self._matte(batch).cpu().numpy()
+        if self.sky_model is None:
+            return [Analysis(matte, None) for matte in mattes]
+        skies = self._sky(batch).cpu().numpy()
+        return [Analysis(matte, sky) for matte, sky in zip(mattes, skies)]
 
     def warm_up(self) -> None:
-        self.predict(np.zeros((1, self.resolution, self.resolution, 3), dtype=np.uint8))
+        self.analyse(np.zeros((1, self.resolution, self.resolution, 3), dtype=np.uint8))

@@ -10,9 +10,13 @@ import torch.nn.functional as F
 
 
 def box_filter(x: torch.Tensor, radius: int) -> torch.Tensor:
-    """Mean over a (2r+1)^2 window, edges replicated (N x C x H x W)."""
+    """Mean over a (2r+1)^2 window, edges replicated (N x C x H x W).
+
+    Two 1-D passes, so the cost grows with the radius, not its square: large images need large radii.
+    """
     size = 2 * radius + 1
-    return F.avg_pool2d(F.pad(x, (radius,) * 4, mode="replicate"), size, stride=1)
+    padded = F.pad(x, (radius,) * 4, mode="replicate")
+    return F.avg_pool2d(F.avg_pool2d(padded, (size, 1), stride=1), (1, size), stride=1)
 
 
 def guided_filter(guide: torch.Tensor, source: torch.Tensor, radius: int, eps: float) -> torch.Tensor:
@@ -44,3 +48,51 @@ def upsample_guided(matte: torch.Tensor, rgb: torch.Tensor, radius: int | None =
     band = ((coarse > 0.02) & (coarse < 0.98)).float()
     band = (box_filter(band, radius) > 0).float()  # widen the band by the filter's reach
     return coarse + band * (refined - coarse)
+
+
+def solve_symmetric3(matrix: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+    """Solve ``matrix @ x = rhs`` at every pixel: matrix N x 3 x 3 x h x w (symmetric, positive definite), rhs N x 3 x h x w.
+
+    Cramer's rule written out: a batched LAPACK call per pixel is far slower for 3 x 3 systems.
+    """
+    m = matrix
+    c00 = m[:, 1, 1] * m[:, 2, 2] - m[:, 1, 2] * m[:, 2, 1]
+    c01 = m[:, 1, 2] * m[:, 2, 0] - m[:, 1, 0] * m[:, 2, 2]
+    c02 = m[:, 1, 0] * m[:, 2, 1] - m[:, 1, 1] * m[:, 2, 0]
+    c11 = m[:, 0, 0] * m[:, 2, 2] - m[:, 0, 2] * m[:, 2, 0]
+    c12 = m[:, 0, 1] * m[:, 2, 0] - m[:, 0, 0] * m[:, 2, 1]
+    c22 = m[:, 0, 0] * m[:, 1, 1] - m[:, 0, 1] * m[:, 1, 0]
+    determinant = m[:, 0, 0] * c00 + m[:, 0, 1] * c01 + m[:, 0, 2] * c02
+    r0, r1, r2 = rhs[:, 0], rhs[:, 1], rhs[:, 2]
+    # The inverse of a symmetric matrix is its cofactor matrix (symmetric too) over the determinant.
+    x0 = c00 * r0 + c01 * r1 + c02 * r2
+    x1 = c01 * r0 + c11 * r1 + c12 * r2
+    x2 = c02 * r0 + c12 * r1 + c22 * r2
+    return torch.stack((x0, x1, x2), 1) / determinant.unsqueeze(1)
+
+
+def guided_upsample(
+    source: torch.Tensor, guide: torch.Tensor, radius: int = 2, eps: float = 1e-3, small_guide: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The fast guided filter (He & Sun, 2015) with a colour guide: a coarse map brought to the guide's size.
+
+    source: N x 1 x h x w in [0, 1], coarse; guide: N x 3 x H x W in [0, 1]. At the coarse size the map is
+    fitted, window by window, as a linear function of the guide's colour (downsampled to match); the
+    fitted coefficients are smoothed, upsampled and applied to the full-size guide, so the map's
+    edges land on the image's own edges instead of on the coarse grid. ``small_guide`` is the guide
+    already reduced to the coarse size, when the caller has a cheaper way to make it.
+    """
+    n, _, h, w = source.shape
+    small = small_guide if small_guide is not None else F.interpolate(guide, size=(h, w), mode="area")
+    mean_i = box_filter(small, radius)
+    mean_p = box_filter(source, radius)
+    cov_ip = box_filter(small * source, radius) - mean_i * mean_p
+    outer = (small[:, :, None] * small[:, None, :]).reshape(n, 9, h, w)
+    var_i = box_filter(outer, radius).reshape(n, 3, 3, h, w) - mean_i[:, :, None] * mean_i[:, None, :]
+    var_i = var_i + eps * torch.eye(3, dtype=source.dtype, device=source.device).view(1, 3, 3, 1, 1)
+    a = solve_symmetric3(var_i, cov_ip)
+    b = mean_p - (a * mean_i).sum(1, keepdim=True)
+    size = guide.shape[-2:]
+    mean_a = F.interpolate(box_filter(a, radius), size=size, mode="bilinear", align_corners=False)
+    mean_b = F.interpolate(box_filter(b, radius), size=size, mode="bilinear", align_corners=False)
+    return (mean_a * guide).sum(1, keepdim=True) + mean_b

