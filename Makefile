@@ -25,3 +25,11 @@ test: weights
 
 clean:
 	rm -rf $(VENV) model_weights/*.safetensors model_weights/*.json
+
+# Benchmark set-up (bench/throughput.py): rembg's library in the project's environment, and rembg's
+# server in its own (its CLI extra pins older FastAPI/Uvicorn than the service uses).
+.PHONY: bench-setup
+bench-setup: setup
+	$(PY) -m pip install -e '.[bench]'
+	$(PYTHON) -m venv .venv-rembg
+	.venv-rembg/bin/pip install 'rembg[cpu,cli]>=2.0.60'

@@ -33,6 +33,7 @@ class Settings:
     target: str = "auto"  # auto | subject | scene: the default when a request names no target
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     dtype: str = "auto"  # auto (fp16 on CUDA, fp32 on CPU) | float32 | float16 | bfloat16
+    runtime: str = "torch"  # torch | onnxruntime (CPU, float32: faster on AVX2-only CPUs)
     resolution: int = 1024  # the model's square input side, a multiple of 32
     max_batch_size: int = 8
     max_batch_wait_ms: float = 5.0
@@ -92,6 +93,8 @@ class Settings:
             raise SettingsError("BGR_PNG_COMPRESSION must be 0-9")
         if self.target not in TARGETS:
             raise SettingsError("BGR_TARGET must be auto, subject or scene")
+        if self.runtime not in ("torch", "onnxruntime"):
+            raise SettingsError("BGR_RUNTIME must be torch or onnxruntime")
         if self.dtype not in ("auto", "float32", "float16", "bfloat16"):
             raise SettingsError("BGR_DTYPE must be auto, float32, float16 or bfloat16")
 

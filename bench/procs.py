@@ -1,0 +1,84 @@
+"""Server processes for the benchmark: start, wait until ready, stop; and their peak memory.
+
+Peak RSS is the kernel's own high-water mark (``VmHWM`` in ``/proc/PID/status``), reset between
+measurements by writing 5 to ``/proc/PID/clear_refs``, so a short spike between two samples is
+not missed. Linux only; elsewhere the numbers are reported as absent.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def reset_peak_rss(pid: int) -> None:
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+    except OSError:
+        pass  # not Linux, or not allowed: the peak then covers the process's whole life
+
+
+def peak_rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+@dataclass
+class Server:
+    name: str
+    process: subprocess.Popen
+    base_url: str
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def stop(self, grace_s: float = 30.0) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_server(name: str, command: list[str], env: dict[str, str], port: int, ready_path: str, log_dir: Path,
+                 cwd: Path | None = None, timeout_s: float = 600.0) -> Server:
+    """Start ``command`` and return once ``GET ready_path`` answers 200 (the model is loaded)."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"{name}.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, env={**os.environ, **env}, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
+    server = Server(name, process, f"http://127.0.0.1:{port}", log_path)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited with {process.returncode} before it was ready; see {log_path}")
+        try:
+            if httpx.get(server.base_url + ready_path, timeout=2).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    server.stop()
+    raise RuntimeError(f"{name} was not ready within {timeout_s:.0f} s; see {log_path}")

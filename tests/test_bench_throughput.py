@@ -1,0 +1,52 @@
+"""bench/throughput.py's pure parts: input sizes, ratios against rembg, the table; no servers."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+
+from inputs import dimensions  # noqa: E402
+from report import markdown_table, ratios  # noqa: E402
+from throughput import parse_args  # noqa: E402
+
+
+@pytest.mark.parametrize("megapixels", [0.3, 2.0, 12.0])
+def test_inputs_have_the_asked_pixel_count_at_three_to_two(megapixels):
+    width, height = dimensions(megapixels)
+    assert abs(width * height / 1e6 - megapixels) / megapixels < 0.01
+    assert abs(width / height - 1.5) < 0.01
+
+
+def _cell(system: str, concurrency: int, p50: float, ips: float, rss: float) -> dict:
+    return {"system": system, "megapixels": 2.0, "mode": "backgroundRemoval", "concurrency": concurrency, "requests": 4, "ok": 4,
+            "errors": [], "p50_s": p50, "p95_s": p50, "images_per_s": ips, "peak_rss_mb": rss, "image": "x.jpg"}
+
+
+def test_ratios_compare_the_service_with_rembg_at_the_same_concurrency():
+    cells = [
+        _cell("service", 1, 2.0, 0.5, 900), _cell("service", 4, 6.0, 0.8, 1200),
+        _cell("rembg-server", 1, 4.0, 0.25, 600), _cell("rembg-server", 4, 16.0, 0.2, 800),
+        _cell("rembg-lib", 1, 3.0, 0.33, 500),
+    ]
+    one, four = ratios(cells)
+    assert (one["concurrency"], one["vs_server_p50_ratio"], one["vs_server_throughput_ratio"]) == (1, 0.5, 2.0)
+    assert one["vs_library_p50_ratio"] == pytest.approx(0.667, abs=1e-3)
+    assert four["vs_server_throughput_ratio"] == 4.0 and four["vs_server_peak_rss_ratio"] == 1.5
+    assert four["vs_library_p50_ratio"] is None  # the library runs one call at a time
+    assert "| 2 | backgroundRemoval | 4 | 0.38 | 4.00 | 1.50 |" in markdown_table(cells, [one, four])
+
+
+def test_a_missing_rembg_cell_gives_no_ratio_rather_than_failing():
+    (row,) = ratios([_cell("service", 1, 2.0, 0.5, 900)])
+    assert row["vs_server_p50_ratio"] is None and row["vs_library_throughput_ratio"] is None
+
+
+def test_sweep_size_options_parse_and_reject_unknown_names(capsys):
+    args = parse_args(["--sizes", "0.3", "--concurrency", "1,4", "--requests", "3", "--modes", "foregroundMatting"])
+    assert (args.sizes, args.concurrency, args.requests, args.modes) == ([0.3], [1, 4], 3, ["foregroundMatting"])
+    with pytest.raises(SystemExit):
+        parse_args(["--systems", "service,remove-bg"])
