@@ -106,7 +106,10 @@ def main(argv: list[str] | None = None) -> int:
     fetch_cmd.add_argument("--force", action="store_true", help="convert again even when the weights are current")
     fetch_cmd.add_argument("--sky-output", type=Path, default=sky.DEFAULT_OUTPUT, help="safetensors file for the sky network")
     fetch_cmd.add_argument(
-        "--sky-source", type=Path, default=None, help="folder with the sky network's ncnn files (default $BGR_SKY_SOURCE, then ../shared/models/sky-u2netp)"
+        "--sky-source",
+        type=Path,
+        default=Path(os.environ["BGR_SKY_SOURCE"]) if os.environ.get("BGR_SKY_SOURCE") else None,
+        help="folder with the sky network's ncnn files (default $BGR_SKY_SOURCE; else ../shared/models/sky-u2netp, the cache, a download)",
     )
     fetch_cmd.add_argument("--sky-url", default=sky.DOWNLOAD_BASE, help="where to download the sky network's files from when no copy is found")
     fetch_cmd.add_argument("--sky", choices=("on", "off"), default="on", help="off: skip the sky network (scene handling stays off)")

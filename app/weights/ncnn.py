@@ -18,7 +18,7 @@ raw fp32.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -36,48 +36,29 @@ class NcnnFormatError(ValueError):
     pass
 
 
-@dataclass
+@dataclass(frozen=True)
 class ConvLayer:
+    """One Convolution layer's parameters, read from its ``key=value`` list (ncnn's defaults where absent)."""
+
     name: str
-    params: dict[int, str] = field(default_factory=dict)
+    out_channels: int
+    kernel: int
+    dilation: int
+    stride: int
+    padding: int
+    has_bias: bool
+    weight_count: int
+    activation: str
 
-    def int_param(self, key: int, default: int) -> int:
-        return int(self.params.get(key, default))
+    @classmethod
+    def from_params(cls, name: str, params: dict[str, str]) -> "ConvLayer":
+        def value(key: int, default: int) -> int:
+            return int(params.get(str(key), default))
 
-    @property
-    def out_channels(self) -> int:
-        return self.int_param(0, 0)
-
-    @property
-    def kernel(self) -> int:
-        return self.int_param(1, 0)
-
-    @property
-    def dilation(self) -> int:
-        return self.int_param(2, 1)
-
-    @property
-    def stride(self) -> int:
-        return self.int_param(3, 1)
-
-    @property
-    def padding(self) -> int:
-        return self.int_param(4, 0)
-
-    @property
-    def has_bias(self) -> bool:
-        return self.int_param(5, 0) == 1
-
-    @property
-    def weight_count(self) -> int:
-        return self.int_param(6, 0)
-
-    @property
-    def activation(self) -> str:
-        code = self.int_param(9, 0)
+        code = value(9, 0)
         if code not in ACTIVATIONS:
-            raise NcnnFormatError(f"{self.name}: unsupported fused activation {code}")
-        return ACTIVATIONS[code]
+            raise NcnnFormatError(f"{name}: unsupported fused activation {code}")
+        return cls(name, value(0, 0), value(1, 0), value(2, 1), value(3, 1), value(4, 0), value(5, 0) == 1, value(6, 0), ACTIVATIONS[code])
 
 
 def parse_param(text: str) -> list[ConvLayer]:
@@ -96,7 +77,7 @@ def parse_param(text: str) -> list[ConvLayer]:
         if kind == "Convolution":
             if any(key.startswith("-") for key in params):
                 raise NcnnFormatError(f"{name}: array parameters are not supported")
-            convs.append(ConvLayer(name, {int(key): value for key, value in params.items()}))
+            convs.append(ConvLayer.from_params(name, params))
         elif kind not in WEIGHTLESS_LAYERS:
             raise NcnnFormatError(f"layer {name} of type {kind} is not supported")
     return convs
@@ -162,10 +143,9 @@ def state_dict_from_ncnn(param_text: str, bin_data: bytes, module: nn.Module, ex
         found = (layer.out_channels, layer.kernel, layer.dilation, layer.stride, layer.padding, layer.has_bias)
         if expected != found or weight.size != conv.weight.numel():
             raise NcnnFormatError(f"convolution {index} ({layer.name}) does not fit {name}: {found} vs {expected}")
-        activation = layer.activation
         wanted = expected_activation(module, name)
-        if activation != wanted and not (activation == "sigmoid" and index == len(convs) - 1):
-            raise NcnnFormatError(f"{layer.name} fuses {activation}, but {name} is followed by {wanted}")
+        if layer.activation != wanted and not (layer.activation == "sigmoid" and index == len(convs) - 1):
+            raise NcnnFormatError(f"{layer.name} fuses {layer.activation}, but {name} is followed by {wanted}")
         state[f"{name}.weight"] = torch.from_numpy(weight.reshape(conv.weight.shape))
         if bias is not None:
             state[f"{name}.bias"] = torch.from_numpy(bias)

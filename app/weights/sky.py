@@ -11,7 +11,6 @@ commit. Either way both hashes must match before anything is converted.
 from __future__ import annotations
 
 import json
-import os
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,7 +75,6 @@ def download(cache_dir: Path, base_url: str, timeout_s: float = 60.0) -> Path:
 
 def locate(configured: Path | None, cache_dir: Path, base_url: str = DOWNLOAD_BASE, shared_copy: Path = SHARED_COPY) -> SkyFiles:
     """The checked ncnn files: from ``configured``, else the shared copy, else the cache, else downloaded."""
-    configured = configured or (Path(os.environ["BGR_SKY_SOURCE"]) if os.environ.get("BGR_SKY_SOURCE") else None)
     if configured is not None:
         if not has_checked_files(configured):
             raise WeightsError(f"{configured} does not hold {PARAM_NAME} and {BIN_NAME}")
