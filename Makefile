@@ -24,7 +24,7 @@ test: weights
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) model_weights/*.safetensors model_weights/*.json
+	rm -rf $(VENV) model_weights/*.safetensors model_weights/*.json model_weights/*.onnx
 
 # Benchmark set-up (bench/throughput.py): rembg's library in the project's environment, and rembg's
 # server in its own (its CLI extra pins older FastAPI/Uvicorn than the service uses).

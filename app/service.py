@@ -24,6 +24,7 @@ from app.imaging.decode import (
 from app.imaging.png import iter_matte_png, iter_rgba_png
 from app.inference.batcher import Batcher, BatchFailedError, BatcherStoppedError, QueueFullError
 from app.inference.engine import Analysis, MattingEngine
+from app.inference.foreground import estimate_foreground
 from app.inference.pipeline import cutout, matte_at_size, model_input
 from app.inference.scene import SceneMeasures, SceneRule, Target, measure, scene_alpha
 from app.pixel_budget import PixelBudget
@@ -84,20 +85,24 @@ class SegmentService:
         decode_concurrency: int,
         pixel_budget: PixelBudget,
         png_compression: int,
+        matte_png_compression: int,
         retry_after_s: int,
         on_input: Callable[[int, int], None] | None = None,
         scene_rule: SceneRule | None = None,
         default_target: TargetChoice = "auto",
+        decontaminate: bool = False,
     ) -> None:
         """``scene_rule`` is None when there is no sky network: every image is then a subject."""
         self._batcher = batcher
         self._scene_rule = scene_rule
         self._default_target = default_target
+        self._decontaminate = decontaminate
         self._on_input = on_input
         self._resolution = resolution
         self._cpu_slots = asyncio.Semaphore(decode_concurrency)
         self._pixel_budget = pixel_budget
         self._png_compression = png_compression
+        self._matte_png_compression = matte_png_compression
         self._retry_after_s = retry_after_s
 
     def _prepare(self, data: bytes, info: ImageInfo, mode: Mode, needs_guide: bool) -> Prepared:
@@ -134,12 +139,13 @@ class SegmentService:
             alpha = np.asarray(Image.fromarray(alpha).resize((prepared.width, prepared.height), Image.BILINEAR))
         return alpha, target, measures
 
-    def _compose(self, prepared: Prepared, analysis: Analysis, mode: Mode, choice: TargetChoice) -> Composed:
+    def _compose(self, prepared: Prepared, analysis: Analysis, mode: Mode, choice: TargetChoice, decontaminate: bool) -> Composed:
         alpha, target, measures = self._alpha(prepared, analysis, choice)
         if mode == "foregroundMatting":
-            return Composed(iter_matte_png(alpha, self._png_compression), target, measures)
+            return Composed(iter_matte_png(alpha, self._matte_png_compression), target, measures)
         assert prepared.rgb is not None
-        return Composed(iter_rgba_png(cutout(prepared.rgb, alpha), self._png_compression), target, measures)
+        colours = estimate_foreground(prepared.rgb, alpha) if decontaminate else prepared.rgb
+        return Composed(iter_rgba_png(cutout(colours, alpha), self._png_compression), target, measures)
 
     @classmethod
     def from_settings(
@@ -156,20 +162,24 @@ class SegmentService:
             settings.decode_concurrency,
             pixel_budget,
             settings.png_compression,
+            settings.matte_png_compression,
             settings.retry_after_s,
             on_input=on_input,
             scene_rule=SceneRule() if engine.sky_model is not None else None,
             default_target=settings.target,  # type: ignore[arg-type]  # validated by Settings
+            decontaminate=settings.decontaminate,
         )
 
     @property
     def scene_handling(self) -> bool:
         return self._scene_rule is not None
 
-    async def segment(self, data: bytes, mode: Mode, target: TargetChoice | None = None) -> PngStream:
+    async def segment(self, data: bytes, mode: Mode, target: TargetChoice | None = None, decontaminate: bool | None = None) -> PngStream:
         """The PNG response as a stream of byte chunks; the caller must ``close()`` it when sent or abandoned.
 
         ``target``: subject, scene, or auto (decide from the image); None means the server's default.
+        ``decontaminate``: whether a cut-out's semi-transparent pixels get the foreground's estimated
+        colour instead of the photo's; None means the server's default.
         Errors before the first byte raise :class:`errors.AzureError`.
         """
         choice = target or self._default_target
@@ -195,7 +205,8 @@ class SegmentService:
                 raise errors.internal_error() from None
             prepared.model_rgb = None
             async with self._cpu_slots:
-                composed = await asyncio.to_thread(self._compose, prepared, analysis, mode, choice)
+                colours = self._decontaminate if decontaminate is None else decontaminate
+                composed = await asyncio.to_thread(self._compose, prepared, analysis, mode, choice, colours)
         except BaseException:
             self._pixel_budget.release(held)
             raise

@@ -8,7 +8,8 @@ published graph within 2e-5, tests/test_parity.py), so only the pipelines around
 - baseline (rembg's dis_custom session): Lanczos resize to 1024², divide by the image maximum,
   subtract 0.5; min-max stretch of the prediction; 8-bit truncation; Lanczos upsample.
 - ours (the service, `default`): antialiased bilinear resize to 1024², (x - 128) / 256; sigmoid;
-  bilinear upsample; variants add flip TTA and guided-filter upsampling.
+  bilinear upsample; variants add the baseline's min-max stretch, flip TTA (probabilities or
+  logits averaged) and guided-filter upsampling.
 
 Model outputs are cached per image (``--cache``), so variants of the post-processing are cheap.
 Prints MAE, MSE, SAD, Grad, IoU@0.5 and seconds per image per set and overall; writes JSON and
@@ -74,7 +75,13 @@ def variants(rgb: np.ndarray, plain: np.ndarray, flipped: np.ndarray) -> dict[st
     height, width = rgb.shape[:2]
     out: dict[str, tuple[np.ndarray, float, int]] = {}
     sig = lambda z: 0.5 * (1 + np.tanh(z / 2))  # noqa: E731  (a sigmoid that cannot overflow)
-    fused = {"default": (sig(plain), 1), "flip": ((sig(plain) + sig(flipped)) / 2, 2)}
+    stretch = lambda p: (p - p.min()) / max(float(p.max() - p.min()), 1e-6)  # noqa: E731  (the baseline's min-max stretch)
+    fused = {
+        "default": (sig(plain), 1),
+        "stretch": (stretch(sig(plain)), 1),
+        "flip": ((sig(plain) + sig(flipped)) / 2, 2),
+        "flip-logits": (sig((plain + flipped) / 2), 2),  # fused before the sigmoid: confident passes weigh more
+    }
     image = torch.from_numpy(np.array(rgb)).permute(2, 0, 1)[None].float() / 255
     for name, (prob, passes) in fused.items():
         started = time.perf_counter()

@@ -11,7 +11,8 @@ Three groups, each scored with IoU at 0.5 against what Azure would return:
   scene, the face photo a subject).
 
 Model outputs are cached per image, so changing the rule or the refinement is cheap; ``--measures``
-writes every image's measured quantities as CSV for choosing thresholds. ``--timing N`` also times
+writes every image's measured quantities as CSV for choosing thresholds; ``--sky-resolution`` runs the sky
+network at another input size (cached separately). ``--timing N`` also times
 IS-Net alone against IS-Net plus the sky network on N images.
 """
 
@@ -33,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from app.imaging.decode import decode_image  # noqa: E402
-from app.inference.engine import Analysis, MattingEngine  # noqa: E402
+from app.inference.engine import SKY_SERVING_RESOLUTION, Analysis, MattingEngine  # noqa: E402
 from app.inference.pipeline import matte_at_size, model_input  # noqa: E402
 from app.inference.scene import SceneRule, measure, scene_alpha  # noqa: E402
 from app.settings import Settings  # noqa: E402
@@ -98,7 +99,7 @@ def iou(alpha: np.ndarray, keep: np.ndarray, counted: np.ndarray) -> float:
 
 
 def analysed(engine: MattingEngine, case: Case, rgb: np.ndarray, cache: Path) -> Analysis:
-    path = cache / case.set / f"{case.name}.npz"
+    path = cache / f"sky{engine.sky_resolution}" / case.set / f"{case.name}.npz"
     if path.exists():
         stored = np.load(path)
         return Analysis(stored["matte"].astype(np.float32) / 65535, stored["sky"].astype(np.float32) / 65535)
@@ -130,9 +131,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "scene.json")
     parser.add_argument("--measures", type=Path, default=None, help="write every image's measures and scores as CSV")
     parser.add_argument("--timing", type=int, default=0, help="also time IS-Net with and without the sky network on N images")
+    parser.add_argument("--sky-resolution", type=int, default=SKY_SERVING_RESOLUTION, help="side of the sky network's input (served: %(default)s)")
     args = parser.parse_args()
 
     engine = MattingEngine.from_settings(Settings())
+    engine.sky_resolution = args.sky_resolution
     rule = SceneRule()
     rows = []
     for case in cases(args.shared):

@@ -1,4 +1,4 @@
-"""bench/throughput.py's pure parts: input sizes, ratios against rembg, the table; no servers."""
+"""bench/throughput.py's pure parts (input sizes, ratios against rembg, the table; no servers), and bench/gpu_model.py on the CPU."""
 
 from __future__ import annotations
 
@@ -50,3 +50,18 @@ def test_sweep_size_options_parse_and_reject_unknown_names(capsys):
     assert (args.sizes, args.concurrency, args.requests, args.modes) == ([0.3], [1, 4], 3, ["foregroundMatting"])
     with pytest.raises(SystemExit):
         parse_args(["--systems", "service,remove-bg"])
+
+
+def test_the_gpu_model_script_runs_end_to_end_on_the_cpu(weights, tmp_path):
+    """bench/gpu.sh's model-only half, checked here where no GPU is: tiny inputs, eager only."""
+    import json
+    import subprocess
+
+    out = tmp_path / "gpu_model.json"
+    command = [sys.executable, "bench/gpu_model.py", "--device", "cpu", "--dtypes", "float32", "--batch-sizes", "1,2",
+               "--resolution", "64", "--seconds", "0.2", "--weights", str(weights), "--out", str(out)]
+    subprocess.run(command, cwd=Path(__file__).resolve().parent.parent, check=True, capture_output=True, timeout=300)
+    report = json.loads(out.read_text())
+    assert report["device"] == "cpu"
+    assert [(row["batch"], row["graph_images_per_s"]) for row in report["rows"]] == [(1, None), (2, None)]
+    assert all(row["eager_images_per_s"] > 0 for row in report["rows"])

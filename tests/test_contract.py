@@ -206,7 +206,7 @@ def test_service_unavailable_once_stopping(image):
 
     async def scenario():
         batcher = Batcher(lambda batch: np.zeros(batch.shape[:3], np.float32), 1, 0.0, 4)
-        service = SegmentService(batcher, 64, 1, PixelBudget(10**8), 6, 1)
+        service = SegmentService(batcher, 64, 1, PixelBudget(10**8), 1, 6, 1)
         with pytest.raises(errors.AzureError) as raised:
             await service.segment(image, "backgroundRemoval")
         return raised.value

@@ -1,14 +1,18 @@
-"""Engine options: the ONNX Runtime CPU path and the bf16 capability check."""
+"""Engine options: the runtime choice (ONNX Runtime on the CPU by default), its ONNX graphs, and the bf16 capability check."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-from app.inference.engine import MattingEngine, cpu_has_native_bf16
+from app.inference.engine import SKY_SERVING_RESOLUTION, MattingEngine, cpu_has_native_bf16, pick_runtime
+from app.inference.ort_backend import OrtModel, onnx_name
 from app.settings import Settings, SettingsError
+from app.weights.__main__ import export_graphs
 
 RESOLUTION = 96  # any multiple of 32: the exported graph has dynamic height and width
 
@@ -19,31 +23,74 @@ def onnx_cache(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def ort_engine(weights, onnx_cache):
-    pytest.importorskip("onnxruntime")
+def lone_weights(weights, tmp_path_factory) -> Path:
+    """The IS-Net weights in a folder of their own: no ONNX graph beside them."""
+    copy = tmp_path_factory.mktemp("lone-weights") / weights.name
+    shutil.copyfile(weights, copy)
+    return copy
+
+
+@pytest.fixture(scope="module")
+def ort_engine(lone_weights, onnx_cache):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("BGR_WEIGHTS_CACHE", str(onnx_cache))
-        return MattingEngine.from_settings(Settings(weights=weights, device="cpu", runtime="onnxruntime", resolution=RESOLUTION))
+        return MattingEngine.from_settings(Settings(weights=lone_weights, device="cpu", runtime="onnxruntime", target="subject", resolution=RESOLUTION))
 
 
-def test_onnxruntime_mattes_match_torch_on_a_batch(weights, ort_engine):
-    torch_engine = MattingEngine.from_settings(Settings(weights=weights, device="cpu", resolution=RESOLUTION))
+@pytest.fixture(scope="module")
+def torch_engine(weights, sky_weights):
+    return MattingEngine.from_settings(Settings(weights=weights, sky_weights=sky_weights, device="cpu", runtime="torch", resolution=RESOLUTION))
+
+
+def test_auto_runs_onnxruntime_for_float32_on_the_cpu_and_torch_otherwise():
+    assert pick_runtime("auto", torch.device("cpu"), torch.float32) == "onnxruntime"
+    assert pick_runtime("auto", torch.device("cpu"), torch.bfloat16) == "torch"
+    assert pick_runtime("auto", torch.device("cuda"), torch.float16) == "torch"
+    assert pick_runtime("torch", torch.device("cpu"), torch.float32) == "torch"
+
+
+def test_the_default_engine_serves_both_networks_from_onnxruntime(engine):
+    assert engine.runtime == "onnxruntime"
+    assert isinstance(engine.model, OrtModel)
+    if engine.sky_model is not None:
+        assert isinstance(engine.sky_model, OrtModel)
+
+
+def test_onnxruntime_matches_torch_on_a_batch(engine, torch_engine):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (2, RESOLUTION, RESOLUTION, 3), dtype=np.uint8)
     images[1, 24:72, 24:72] = 255  # a bright square, so the two rows differ in content
-    ours, theirs = ort_engine.predict(images), torch_engine.predict(images)
-    assert ours.shape == theirs.shape == (2, RESOLUTION, RESOLUTION)
-    assert ours.dtype == np.float32
-    assert np.abs(ours - theirs).max() < 1e-4
+    ours, theirs = engine.analyse(images), torch_engine.analyse(images)
+    for mine, reference in zip(ours, theirs):
+        assert mine.matte.shape == reference.matte.shape == (RESOLUTION, RESOLUTION)
+        assert mine.matte.dtype == np.float32
+        assert np.abs(mine.matte - reference.matte).max() < 1e-4
+        assert mine.sky is not None and reference.sky is not None
+        assert mine.sky.shape == reference.sky.shape == (SKY_SERVING_RESOLUTION,) * 2
+        assert np.abs(mine.sky - reference.sky).max() < 1e-4
 
 
-def test_the_export_is_cached_per_weights_file(weights, ort_engine, onnx_cache, monkeypatch):
-    (exported,) = (onnx_cache / "onnx").glob("isnet-*-fp32.onnx")
+def test_a_missing_graph_is_exported_into_the_cache_once(lone_weights, ort_engine, onnx_cache, monkeypatch):
+    exported = onnx_cache / "onnx" / onnx_name(lone_weights)
+    assert ort_engine.model.path == exported
     stamp = exported.stat().st_mtime_ns
     monkeypatch.setenv("BGR_WEIGHTS_CACHE", str(onnx_cache))
-    MattingEngine.from_settings(Settings(weights=weights, device="cpu", runtime="onnxruntime", resolution=RESOLUTION))
+    again = MattingEngine.from_settings(Settings(weights=lone_weights, device="cpu", runtime="onnxruntime", target="subject", resolution=RESOLUTION))
+    assert again.model.path == exported
     assert exported.stat().st_mtime_ns == stamp
     assert not list((onnx_cache / "onnx").glob("*.partial"))
+
+
+def test_fetch_writes_the_graph_beside_the_weights_and_drops_stale_ones(lone_weights, onnx_cache, tmp_path, monkeypatch):
+    stale = lone_weights.parent / f"{lone_weights.stem}-0000000000000000-fp32.onnx"
+    stale.write_bytes(b"from weights since replaced")
+    export_graphs([lone_weights])
+    beside = lone_weights.parent / onnx_name(lone_weights)
+    assert beside.is_file() and not stale.exists()
+    monkeypatch.setenv("BGR_WEIGHTS_CACHE", str(tmp_path))  # an empty cache: the graph beside the weights must be found
+    served = MattingEngine.from_settings(Settings(weights=lone_weights, device="cpu", runtime="onnxruntime", target="subject", resolution=RESOLUTION))
+    assert served.model.path == beside
+    assert not (tmp_path / "onnx").exists()
 
 
 @pytest.mark.parametrize("overrides", [{"dtype": "bfloat16"}, {"device": "cuda"}])

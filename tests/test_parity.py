@@ -7,6 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
+from app.inference.isnet import load_isnet
 from app.weights.__main__ import default_cache_dir
 from app.weights.source import ONNX_NAME, ONNX_SHA256, sha256_file
 
@@ -24,14 +25,15 @@ def onnx_session():
     return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
-def test_module_matches_onnxruntime_on_real_photos(onnx_session, engine, record_property):
+def test_module_matches_onnxruntime_on_real_photos(onnx_session, weights, record_property):
+    model = load_isnet(weights)  # the PyTorch module itself, whichever runtime the service picks
     maes, ious = [], []
     for photo in sample_photos(count_per_set=1):
         rgb = np.asarray(Image.open(photo).convert("RGB").resize((1024, 1024), Image.BILINEAR))
         x = ((rgb.astype(np.float32) - 128.0) / 256.0).transpose(2, 0, 1)[None]
         reference = onnx_session.run(["output"], {"input": x})[0][0, 0]
         with torch.inference_mode():
-            ours = torch.sigmoid(engine.model(torch.from_numpy(x))).numpy()[0, 0]
+            ours = torch.sigmoid(model(torch.from_numpy(x))).numpy()[0, 0]
         maes.append(float(np.abs(ours - reference).mean()))
         a, b = ours > 0.5, reference > 0.5
         ious.append(float((a & b).sum() / max((a | b).sum(), 1)))

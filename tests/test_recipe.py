@@ -88,8 +88,9 @@ def test_replay_the_recipe_and_serve_from_its_result(tmp_path: Path):
     (stage / "app" / "inference").mkdir(parents=True)
     shutil.copy(context / "app" / "__init__.py", stage / "app" / "__init__.py")
     shutil.copytree(context / "app" / "weights", stage / "app" / "weights")
-    for name in ("__init__.py", "rsu.py", "u2netp.py"):
-        shutil.copy(context / "app" / "inference" / name, stage / "app" / "inference" / name)
+    copy_line = next(line for line in DOCKERFILE.splitlines() if line.startswith("COPY app/inference/"))
+    for path in copy_line.split()[1:-1]:  # the files the Dockerfile's weights stage copies, so the two cannot drift apart
+        shutil.copy(context / path, stage / path)
     output = tmp_path / "weights" / "isnet-general.safetensors"
     sky_output = tmp_path / "weights" / "sky-u2netp.safetensors"
     sky_source = ["--sky-source", str(SKY_MODEL_FILES)] if SKY_MODEL_FILES.exists() else []
@@ -100,6 +101,8 @@ def test_replay_the_recipe_and_serve_from_its_result(tmp_path: Path):
     assert output.stat().st_mode & 0o044 == 0o044  # readable by the image's non-root user
     if sky_source:
         assert sky_output.exists()
+    graphs = sorted(p.name for p in output.parent.glob("*.onnx"))  # the CPU runtime's graphs, exported at build time
+    assert len(graphs) == (2 if sky_source else 1) and graphs[0].startswith("isnet-general-")
 
     # Stage runtime: the wheel, then serve from a directory that holds no source.
     sh(python, "-m", "pip", "install", "--quiet", "--no-deps", str(wheel), cwd=tmp_path)
@@ -131,6 +134,7 @@ def test_replay_the_recipe_and_serve_from_its_result(tmp_path: Path):
         # The HEALTHCHECK's own command.
         check = re.search(r'CMD \["python", "-c", "(.+)"\]', DOCKERFILE.split("HEALTHCHECK", 1)[1]).group(1)
         assert subprocess.run([python, "-c", check.replace('\\"', '"')], env=env, timeout=30).returncode == 0
+        assert not (home / ".cache" / "bgremoval" / "onnx").exists()  # served from the graphs beside the weights, nothing exported at start
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0

@@ -85,6 +85,10 @@ def invalid_target() -> AzureError:
     return invalid_request("invalid_target", "Value for target is invalid. Use auto, subject or scene.")
 
 
+def invalid_decontaminate() -> AzureError:
+    return invalid_request("invalid_decontaminate", "Value for decontaminate is invalid. Use true or false.")
+
+
 def scene_unavailable() -> AzureError:
     return invalid_request("scene_unavailable", "target=scene is not available: this server has no sky network loaded.")
 

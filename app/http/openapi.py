@@ -39,6 +39,7 @@ def openapi_document(version: str) -> dict[str, Any]:
                         {"$ref": "#/components/parameters/Azure.Core.Foundations.ApiVersionParameter"},
                         {"$ref": "#/components/parameters/SharedSegmentQuery"},
                         {"$ref": "#/components/parameters/SegmentTarget"},
+                        {"$ref": "#/components/parameters/SegmentDecontaminate"},
                     ],
                     "requestBody": {
                         "description": "The image to be analyzed",
@@ -124,6 +125,17 @@ def openapi_document(version: str) -> dict[str, Any]:
                     ),
                     "required": False,
                     "schema": {"type": "string", "enum": ["auto", "subject", "scene"]},
+                },
+                "SegmentDecontaminate": {
+                    "name": "decontaminate",
+                    "in": "query",
+                    "description": (
+                        "Not in Azure's API: for backgroundRemoval, give the cut-out's semi-transparent pixels the "
+                        "foreground's estimated colour instead of the photo's, so no trace of the old background "
+                        "shows on a new one. Absent: the server's default (off unless the operator turns it on)."
+                    ),
+                    "required": False,
+                    "schema": {"type": "boolean"},
                 },
             },
             "schemas": {

@@ -84,12 +84,16 @@ async def segment(request: Request) -> Response:
     target = query.get("target")
     if target is not None and target not in TARGET_CHOICES:
         raise errors.invalid_target()
+    decontaminate = query.get("decontaminate")
+    if decontaminate is not None and decontaminate.lower() not in ("true", "false"):
+        raise errors.invalid_decontaminate()
     kind, body = await read_body(request, request.state.body_timeout_s)
     service: SegmentService = request.state.segment_service
 
     async def produce() -> PngStream:
         data = await image_bytes(request, kind, body, request.state.http_client, request.state.url_policy)
-        return await service.segment(data, mode, target)  # type: ignore[arg-type]  # checked above
+        colours = None if decontaminate is None else decontaminate.lower() == "true"
+        return await service.segment(data, mode, target, colours)  # type: ignore[arg-type]  # checked above
 
     return PngResponse(await until_disconnected(request, produce()))
 

@@ -3,18 +3,29 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from app.inference.isnet import ISNet, load_isnet
-from app.inference.ort_backend import OrtIsNet
-from app.inference.u2netp import IMAGENET_MEAN, IMAGENET_STD, SKY_RESOLUTION, U2NetP, load_u2netp
+from app.inference.ort_backend import OrtModel, exported_onnx, onnxruntime_available
+from app.inference.u2netp import IMAGENET_MEAN, IMAGENET_STD, U2NetP, load_u2netp
 from app.settings import Settings
+from app.weights.__main__ import default_cache_dir  # BGR_WEIGHTS_CACHE, where `weights fetch` caches too
 
 log = logging.getLogger(__name__)
+
+Network = ISNet | U2NetP | OrtModel  # called the same way: N x 3 x H x W in, N x 1 x H x W logits out
+
+# The sky map the service routes on. Below the published graph's 384 because the map is coarse
+# anyway: at 256 the sky network costs 0.27 s instead of 0.62 s on the 2-core CPU, and on the
+# development photos routing and scene IoU were no worse (bench/scene.py --sky-resolution).
+SKY_SERVING_RESOLUTION = 256
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -43,12 +54,28 @@ def pick_dtype(name: str, device: torch.device) -> torch.dtype:
     return _DTYPES[name]
 
 
+def pick_runtime(name: str, device: torch.device, dtype: torch.dtype) -> str:
+    """``auto``: ONNX Runtime for fp32 on the CPU (about 25% faster there), when it is installed; torch otherwise."""
+    if name == "auto":
+        cpu_fp32 = device.type == "cpu" and dtype == torch.float32
+        return "onnxruntime" if cpu_fp32 and onnxruntime_available() else "torch"
+    if name == "onnxruntime" and (device.type != "cpu" or dtype != torch.float32):
+        raise ValueError("BGR_RUNTIME=onnxruntime runs float32 on the CPU only (BGR_DEVICE=cpu, BGR_DTYPE auto or float32)")
+    return name
+
+
+def _load(runtime: str, weights: Path, loader: Callable[..., nn.Module], device: torch.device, dtype: torch.dtype, threads: int) -> Network:
+    if runtime == "onnxruntime":
+        return OrtModel(exported_onnx(weights, loader, default_cache_dir() / "onnx"), threads=threads)
+    return loader(weights, device=device, dtype=dtype).to(memory_format=torch.channels_last)
+
+
 @dataclass(frozen=True)
 class Analysis:
     """What the models say about one image, at their own resolutions."""
 
     matte: np.ndarray  # S x S float32 in [0, 1]: IS-Net's foreground
-    sky: np.ndarray | None  # 384 x 384 float32 in [0, 1]: the sky network's sky probability; None without it
+    sky: np.ndarray | None  # R x R float32 in [0, 1] (R: the engine's sky_resolution): sky probability; None without it
 
 
 @dataclass
@@ -58,11 +85,13 @@ class MattingEngine:
     ``predict`` and ``analyse`` are synchronous and meant for one dedicated worker thread.
     """
 
-    model: ISNet | OrtIsNet
+    model: Network
     device: torch.device
     dtype: torch.dtype
     resolution: int
-    sky_model: U2NetP | None = None
+    sky_model: Network | None = None
+    runtime: str = "torch"
+    sky_resolution: int = SKY_SERVING_RESOLUTION
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "MattingEngine":
@@ -72,13 +101,8 @@ class MattingEngine:
         dtype = pick_dtype(settings.dtype, device)
         if dtype == torch.bfloat16 and device.type == "cpu" and not cpu_has_native_bf16():
             log.warning("this CPU lacks what oneDNN's bf16 convolutions need (AVX-512 BW/VL/DQ or AVX-NE-CONVERT): bf16 runs 6-10x slower than fp32")
-        model: ISNet | OrtIsNet
-        if settings.runtime == "onnxruntime":
-            if device.type != "cpu" or dtype != torch.float32:
-                raise ValueError("BGR_RUNTIME=onnxruntime runs float32 on the CPU only (BGR_DEVICE=cpu, BGR_DTYPE auto or float32)")
-            model = OrtIsNet(settings.weights, threads=settings.torch_threads)
-        else:
-            model = load_isnet(settings.weights, device=device, dtype=dtype).to(memory_format=torch.channels_last)
+        runtime = pick_runtime(settings.runtime, device, dtype)
+        model = _load(runtime, settings.weights, load_isnet, device, dtype, settings.torch_threads)
         sky_model = None
         if settings.target == "subject":
             log.info("scene handling off: BGR_TARGET=subject")
@@ -88,12 +112,12 @@ class MattingEngine:
                 settings.sky_weights,
             )
         else:
-            sky_model = load_u2netp(settings.sky_weights, device=device, dtype=dtype).to(memory_format=torch.channels_last)
+            sky_model = _load(runtime, settings.sky_weights, load_u2netp, device, dtype, settings.torch_threads)
         log.info(
             "model loaded",
-            extra={"device": str(device), "dtype": str(dtype), "runtime": settings.runtime, "scene_handling": sky_model is not None},
+            extra={"device": str(device), "dtype": str(dtype), "runtime": runtime, "scene_handling": sky_model is not None},
         )
-        return cls(model=model, device=device, dtype=dtype, resolution=settings.resolution, sky_model=sky_model)
+        return cls(model=model, device=device, dtype=dtype, resolution=settings.resolution, sky_model=sky_model, runtime=runtime)
 
     def _to_device(self, images: np.ndarray) -> torch.Tensor:
         batch = torch.from_numpy(np.require(images, np.uint8, ["C", "W"])).to(self.device, non_blocking=True)
@@ -107,7 +131,7 @@ class MattingEngine:
     def _sky(self, batch: torch.Tensor) -> torch.Tensor:
         assert self.sky_model is not None
         # Resized on the device from the model input rather than decoded again: the sky map is coarse anyway.
-        small = F.interpolate(batch.float(), size=(SKY_RESOLUTION, SKY_RESOLUTION), mode="bilinear", antialias=True, align_corners=False)
+        small = F.interpolate(batch.float(), size=(self.sky_resolution, self.sky_resolution), mode="bilinear", antialias=True, align_corners=False)
         mean = torch.tensor(IMAGENET_MEAN, device=small.device).view(1, 3, 1, 1) * 255
         std = torch.tensor(IMAGENET_STD, device=small.device).view(1, 3, 1, 1) * 255
         x = ((small - mean) / std).to(self.dtype).contiguous(memory_format=torch.channels_last)

@@ -1,44 +1,53 @@
-"""IS-Net on ONNX Runtime's CPU kernels (``BGR_RUNTIME=onnxruntime``).
+"""The networks on ONNX Runtime's CPU kernels: the CPU default (``BGR_RUNTIME=auto``).
 
-Same weights, same module: the graph is exported once from the project's ``ISNet`` and cached
-under the weights' hash. Why bother: on an AVX2-only CPU (2-core AMD EPYC, Zen 3) ONNX
-Runtime took 6-23% less time per 1024² forward than PyTorch's oneDNN path with one thread, and
-slowed far less when other processes shared the cores (bench/cpu_variants.py, BENCHMARKS.md).
-fp32 only; the logits match PyTorch's within 1e-4.
+Same weights, same modules: each graph is exported from the project's own ``ISNet`` or
+``U2NetP`` and named after the weights' hash, so a changed weights file never meets a stale
+graph. ``python -m app.weights fetch`` writes the graphs beside the weights (the container image
+carries them); otherwise the first start exports them into the cache.
+
+Why: on an AVX2-only CPU (2-core AMD EPYC, Zen 3) ONNX Runtime took about 25% less time than
+PyTorch's oneDNN path for both networks, and slowed far less when other processes shared the
+cores (bench/cpu_variants.py, BENCHMARKS.md). fp32 only; the logits match PyTorch's within 1e-4.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
-from app.inference.isnet import load_isnet
 from app.weights.source import sha256_file
-from app.weights.__main__ import default_cache_dir  # BGR_WEIGHTS_CACHE, as `weights fetch` uses it
 
 log = logging.getLogger(__name__)
 
+ModelLoader = Callable[[Path], nn.Module]
 
-def exported_onnx(weights: Path, cache_dir: Path) -> Path:
-    """The fp32 ONNX graph of ``weights`` (batch, height and width dynamic), exported on first use."""
-    out = cache_dir / f"isnet-{sha256_file(weights)[:16]}-fp32.onnx"
-    if out.exists():
-        return out
-    log.info("exporting the model to ONNX (once per weights file)", extra={"path": str(out)})
-    model = load_isnet(weights)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(f"{out.name}.{os.getpid()}.partial")  # concurrent replicas must not see half a file
-    # The shape checks in ISNet.forward become constants in the trace; the graph is right regardless.
+
+def onnxruntime_available() -> bool:
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
+def onnx_name(weights: Path) -> str:
+    return f"{weights.stem}-{sha256_file(weights)[:16]}-fp32.onnx"
+
+
+def export_onnx(model: nn.Module, out: Path, sample_size: int = 64) -> Path:
+    """Write ``model``'s fp32 graph to ``out`` (batch, height and width dynamic); atomic, so replicas never read half a file."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(f"{out.name}.{os.getpid()}.partial")
+    # Shape checks in forward() become constants in the trace; the graph is right regardless.
     with torch.inference_mode(), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         torch.onnx.export(
-            model,
-            (torch.zeros(1, 3, 64, 64),),
+            model.float().eval(),
+            (torch.zeros(1, 3, sample_size, sample_size),),
             str(partial),
             input_names=["input"],
             output_names=["logits"],
@@ -50,19 +59,29 @@ def exported_onnx(weights: Path, cache_dir: Path) -> Path:
     return out
 
 
-class OrtIsNet:
-    """Callable like ``ISNet``: ``N x 3 x H x W`` float32 tensor in, ``N x 1 x H x W`` logits out."""
+def exported_onnx(weights: Path, load: ModelLoader, cache_dir: Path) -> Path:
+    """The graph for ``weights``: beside them if ``weights fetch`` wrote it, else in ``cache_dir``, exported on first use."""
+    name = onnx_name(weights)
+    for candidate in (weights.parent / name, cache_dir / name):
+        if candidate.is_file():
+            return candidate
+    log.info("exporting a network to ONNX (once per weights file)", extra={"path": str(cache_dir / name)})
+    return export_onnx(load(weights), cache_dir / name)
 
-    def __init__(self, weights: Path, threads: int = 0, cache_dir: Path | None = None) -> None:
+
+class OrtModel:
+    """Callable like the torch module it was exported from: ``N x 3 x H x W`` float32 in, ``N x 1 x H x W`` logits out."""
+
+    def __init__(self, path: Path, threads: int = 0) -> None:
         try:
-            import onnxruntime as ort  # optional dependency: only this runtime needs it
+            import onnxruntime as ort  # optional at import time: GPU images run torch only
         except ImportError:
-            raise RuntimeError("BGR_RUNTIME=onnxruntime needs the onnxruntime package: pip install 'bgremoval[onnxruntime]'") from None
+            raise RuntimeError("BGR_RUNTIME=onnxruntime needs the onnxruntime package: pip install onnxruntime") from None
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads  # 0: one per physical core, as torch's default
         options.inter_op_num_threads = 1  # one model call at a time (the batcher's worker)
-        path = exported_onnx(weights, cache_dir or default_cache_dir() / "onnx")
+        self.path = path
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:

@@ -12,11 +12,22 @@ import torch.nn.functional as F
 def box_filter(x: torch.Tensor, radius: int) -> torch.Tensor:
     """Mean over a (2r+1)^2 window, edges replicated (N x C x H x W).
 
-    Two 1-D passes, so the cost grows with the radius, not its square: large images need large radii.
+    Two 1-D passes. Small radii average directly; wide ones difference running sums (in float64,
+    so means of large windows stay exact), which costs the same whatever the radius.
     """
+    if radius > 8:
+        return _running_mean(_running_mean(x, radius, dim=2), radius, dim=3)
     size = 2 * radius + 1
     padded = F.pad(x, (radius,) * 4, mode="replicate")
     return F.avg_pool2d(F.avg_pool2d(padded, (size, 1), stride=1), (1, size), stride=1)
+
+
+def _running_mean(x: torch.Tensor, radius: int, dim: int) -> torch.Tensor:
+    padding = (0, 0, radius + 1, radius) if dim == 2 else (radius + 1, radius, 0, 0)
+    sums = F.pad(x, padding, mode="replicate").double().cumsum(dim)
+    length = x.shape[dim]
+    window = sums.narrow(dim, 2 * radius + 1, length) - sums.narrow(dim, 0, length)
+    return (window / (2 * radius + 1)).to(x.dtype)
 
 
 def guided_filter(guide: torch.Tensor, source: torch.Tensor, radius: int, eps: float) -> torch.Tensor:

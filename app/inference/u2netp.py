@@ -17,7 +17,8 @@ from torch import nn
 
 from app.inference.rsu import RSU, RSU4F, downsample, upsample_like
 
-# What the sky weights expect: 0-1 RGB normalised with ImageNet's mean and deviation, at 384 x 384.
+# What the sky weights expect: 0-1 RGB normalised with ImageNet's mean and deviation. The
+# published graph takes 384 x 384; the network is fully convolutional, so other sizes run too.
 SKY_RESOLUTION = 384
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

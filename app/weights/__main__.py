@@ -96,6 +96,26 @@ def fetch_sky(
     return True
 
 
+def export_graphs(weights: list[Path]) -> None:
+    """Export the ONNX graphs the CPU runtime serves from, beside the weights, so no replica has to at start-up."""
+    from app.inference.isnet import load_isnet
+    from app.inference.ort_backend import export_onnx, onnx_name
+    from app.inference.u2netp import load_u2netp
+
+    for path, load in zip(weights, (load_isnet, load_u2netp)):
+        if not path.is_file():
+            continue
+        out = path.parent / onnx_name(path)
+        if out.is_file():
+            print(f"ONNX graph up to date: {out}")
+            continue
+        for stale in path.parent.glob(f"{path.stem}-*-fp32.onnx"):
+            stale.unlink()  # exported from weights since replaced
+        export_onnx(load(path), out)
+        out.chmod(0o644)
+        print(f"wrote {out}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m app.weights", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -113,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     fetch_cmd.add_argument("--sky-url", default=sky.DOWNLOAD_BASE, help="where to download the sky network's files from when no copy is found")
     fetch_cmd.add_argument("--sky", choices=("on", "off"), default="on", help="off: skip the sky network (scene handling stays off)")
+    fetch_cmd.add_argument("--onnx", choices=("on", "off"), default="on", help="off: do not export the ONNX graphs the CPU runtime uses")
     commands.add_parser("onnx-path", help="print the cached ONNX model's path (for parity checks)")
     args = parser.parse_args(argv)
     try:
@@ -123,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
             fetch(args.output, cache_dir, args.source, args.force)
             if args.sky == "on":
                 fetch_sky(args.sky_output, cache_dir, args.sky_source, args.sky_url, args.force)
+            if args.onnx == "on":
+                export_graphs([args.output, args.sky_output] if args.sky == "on" else [args.output])
     except source.WeightsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
