@@ -44,7 +44,7 @@ class Settings:
     body_timeout_s: float = 60.0  # the whole request body must arrive within this
     header_timeout_s: float = 10.0  # request headers must arrive within this (slowloris)
     shutdown_grace_s: float = 30.0  # on SIGTERM, time to finish in-flight and queued requests
-    torch_threads: int = 0  # 0: torch's default (one per core)
+    torch_threads: int = 0  # CPU intra-op threads for PyTorch and ONNX Runtime (0: their default, one per core)
     png_compression: int = 1  # zlib level 0-9 of cut-outs: photos deflate slowly, and 1 is 7x faster than 6 for 10% more bytes
     matte_png_compression: int = 6  # zlib level 0-9 of mattes: flat areas deflate fast at any level
     api_keys: tuple[str, ...] = field(default=(), repr=False)
