@@ -41,12 +41,18 @@ def _fuse(image: torch.Tensor, alpha: torch.Tensor, foreground: torch.Tensor, ba
     return mean_f, mean_b, refined
 
 
+def _floats(pixels: np.ndarray) -> torch.Tensor:
+    """uint8 ``H x W`` or ``H x W x 3`` -> float ``1 x C x H x W`` in [0, 1]."""
+    # A copy: decoded images and PIL's outputs are read-only, which torch.from_numpy warns about.
+    tensor = torch.from_numpy(np.array(pixels, copy=True)).float() / 255
+    return tensor[None, None] if tensor.ndim == 2 else tensor.permute(2, 0, 1)[None]
+
+
 def _as_tensor(pixels: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
     """uint8 ``H x W`` or ``H x W x 3`` -> float ``1 x C x h x w`` in [0, 1], box-downsampled to ``size`` (height, width)."""
     if pixels.shape[:2] != size:
         pixels = np.asarray(Image.fromarray(pixels).resize((size[1], size[0]), Image.BOX))
-    tensor = torch.from_numpy(np.array(pixels, copy=True)).float() / 255  # PIL hands back read-only arrays
-    return tensor[None, None] if tensor.ndim == 2 else tensor.permute(2, 0, 1)[None]
+    return _floats(pixels)
 
 
 def _upsampled(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -86,11 +92,11 @@ def estimate_foreground(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     out = rgb.copy()
     for top in range(0, height, STRIP_ROWS):
         bottom = min(height, top + STRIP_ROWS)
-        strip_alpha = torch.from_numpy(alpha[top:bottom])[None, None].float() / 255
+        strip_alpha = _floats(alpha[top:bottom])
         mixed = (strip_alpha > 0) & (strip_alpha < 1)
         if not bool(mixed.any()):
             continue  # nothing semi-transparent here: opaque and transparent pixels keep the photo's colour
-        strip_image = torch.from_numpy(rgb[top:bottom]).permute(2, 0, 1)[None].float() / 255
+        strip_image = _floats(rgb[top:bottom])
         strip_f = _rows_of(mean_f, top, bottom, height, width)
         strip_b = _rows_of(mean_b, top, bottom, height, width)
         colour = (strip_f + strip_alpha * (strip_image - strip_alpha * strip_f - (1 - strip_alpha) * strip_b)).clamp(0, 1)
