@@ -84,7 +84,7 @@ def test_a_missing_graph_is_exported_into_the_cache_once(lone_weights, ort_engin
 def test_fetch_writes_the_graph_beside_the_weights_and_drops_stale_ones(lone_weights, onnx_cache, tmp_path, monkeypatch):
     stale = lone_weights.parent / f"{lone_weights.stem}-0000000000000000-fp32.onnx"
     stale.write_bytes(b"from weights since replaced")
-    export_graphs([lone_weights])
+    export_graphs(lone_weights)
     beside = lone_weights.parent / onnx_name(lone_weights)
     assert beside.is_file() and not stale.exists()
     monkeypatch.setenv("BGR_WEIGHTS_CACHE", str(tmp_path))  # an empty cache: the graph beside the weights must be found

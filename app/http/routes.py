@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Awaitable, TypeVar
+from typing import Awaitable, Callable, TypeVar
 
 import httpx
 from starlette.requests import Request
@@ -72,6 +72,15 @@ async def _download(http_client: httpx.AsyncClient, url: str, url_policy: UrlPol
         raise errors.url_not_accessible() from None
 
 
+def _boolean(value: str | None, invalid: Callable[[], errors.AzureError]) -> bool | None:
+    """A query flag: true or false in any case; None when absent."""
+    if value is None:
+        return None
+    if value.lower() not in ("true", "false"):
+        raise invalid()
+    return value.lower() == "true"
+
+
 async def segment(request: Request) -> Response:
     query = request.query_params
     if query.get("api-version") not in SUPPORTED_API_VERSIONS:
@@ -84,16 +93,13 @@ async def segment(request: Request) -> Response:
     target = query.get("target")
     if target is not None and target not in TARGET_CHOICES:
         raise errors.invalid_target()
-    decontaminate = query.get("decontaminate")
-    if decontaminate is not None and decontaminate.lower() not in ("true", "false"):
-        raise errors.invalid_decontaminate()
+    decontaminate = _boolean(query.get("decontaminate"), errors.invalid_decontaminate)
     kind, body = await read_body(request, request.state.body_timeout_s)
     service: SegmentService = request.state.segment_service
 
     async def produce() -> PngStream:
         data = await image_bytes(request, kind, body, request.state.http_client, request.state.url_policy)
-        colours = None if decontaminate is None else decontaminate.lower() == "true"
-        return await service.segment(data, mode, target, colours)  # type: ignore[arg-type]  # checked above
+        return await service.segment(data, mode, target, decontaminate)  # type: ignore[arg-type]  # checked above
 
     return PngResponse(await until_disconnected(request, produce()))
 

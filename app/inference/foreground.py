@@ -31,14 +31,16 @@ STRIP_ROWS = 512  # full-size rows assembled at once
 _EPS = 1e-5
 
 
-def _fuse(image: torch.Tensor, alpha: torch.Tensor, foreground: torch.Tensor, background: torch.Tensor, radius: int):
-    """One blur-fusion pass: the local means of F (weighted by a) and B (by 1 - a), and the refined F."""
-    weight_f = box_filter(alpha, radius)
-    weight_b = box_filter(1 - alpha, radius)
-    mean_f = box_filter(foreground * alpha, radius) / (weight_f + _EPS)
-    mean_b = box_filter(background * (1 - alpha), radius) / (weight_b + _EPS)
-    refined = (mean_f + alpha * (image - alpha * mean_f - (1 - alpha) * mean_b)).clamp(0, 1)
-    return mean_f, mean_b, refined
+def _means(alpha: torch.Tensor, foreground: torch.Tensor, background: torch.Tensor, radius: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The local means of F (weighted by a) and of B (weighted by 1 - a)."""
+    mean_f = box_filter(foreground * alpha, radius) / (box_filter(alpha, radius) + _EPS)
+    mean_b = box_filter(background * (1 - alpha), radius) / (box_filter(1 - alpha, radius) + _EPS)
+    return mean_f, mean_b
+
+
+def _refine(image: torch.Tensor, alpha: torch.Tensor, mean_f: torch.Tensor, mean_b: torch.Tensor) -> torch.Tensor:
+    """F from its local mean, plus what of the compositing equation's residual falls to the foreground."""
+    return (mean_f + alpha * (image - alpha * mean_f - (1 - alpha) * mean_b)).clamp(0, 1)
 
 
 def _floats(pixels: np.ndarray) -> torch.Tensor:
@@ -82,12 +84,13 @@ def estimate_foreground(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     height, width = alpha.shape
     wide_size = _fit(height, width, WIDE_PIXELS)
     wide_image, wide_alpha = _as_tensor(rgb, wide_size), _as_tensor(alpha, wide_size)
-    _, wide_b, wide_f = _fuse(wide_image, wide_alpha, wide_image, wide_image, max(4, round(WIDE_RADIUS * max(wide_size))))
+    wide_mean_f, wide_b = _means(wide_alpha, wide_image, wide_image, max(4, round(WIDE_RADIUS * max(wide_size))))
+    wide_f = _refine(wide_image, wide_alpha, wide_mean_f, wide_b)
 
     work_size = _fit(height, width, WORK_PIXELS)
-    work_image, work_alpha = _as_tensor(rgb, work_size), _as_tensor(alpha, work_size)
-    mean_f, mean_b, _ = _fuse(work_image, work_alpha, _upsampled(wide_f, work_size), _upsampled(wide_b, work_size), NARROW_RADIUS)
-    del work_image, work_alpha, wide_image, wide_alpha, wide_f, wide_b
+    work_alpha = _as_tensor(alpha, work_size)  # the narrow pass refines the wide estimates, not the image
+    mean_f, mean_b = _means(work_alpha, _upsampled(wide_f, work_size), _upsampled(wide_b, work_size), NARROW_RADIUS)
+    del work_alpha, wide_image, wide_alpha, wide_mean_f, wide_f, wide_b
 
     out = rgb.copy()
     for top in range(0, height, STRIP_ROWS):
@@ -99,7 +102,6 @@ def estimate_foreground(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
         strip_image = _floats(rgb[top:bottom])
         strip_f = _rows_of(mean_f, top, bottom, height, width)
         strip_b = _rows_of(mean_b, top, bottom, height, width)
-        colour = (strip_f + strip_alpha * (strip_image - strip_alpha * strip_f - (1 - strip_alpha) * strip_b)).clamp(0, 1)
-        colour = torch.where(mixed, colour, strip_image)
+        colour = torch.where(mixed, _refine(strip_image, strip_alpha, strip_f, strip_b), strip_image)
         out[top:bottom] = (colour[0].permute(1, 2, 0) * 255 + 0.5).to(torch.uint8).numpy()
     return out

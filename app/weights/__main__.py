@@ -96,14 +96,14 @@ def fetch_sky(
     return True
 
 
-def export_graphs(weights: list[Path]) -> None:
+def export_graphs(isnet: Path, sky_network: Path | None = None) -> None:
     """Export the ONNX graphs the CPU runtime serves from, beside the weights, so no replica has to at start-up."""
     from app.inference.isnet import load_isnet
     from app.inference.ort_backend import export_onnx, onnx_name
     from app.inference.u2netp import load_u2netp
 
-    for path, load in zip(weights, (load_isnet, load_u2netp)):
-        if not path.is_file():
+    for path, load in ((isnet, load_isnet), (sky_network, load_u2netp)):
+        if path is None or not path.is_file():
             continue
         out = path.parent / onnx_name(path)
         if out.is_file():
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.sky == "on":
                 fetch_sky(args.sky_output, cache_dir, args.sky_source, args.sky_url, args.force)
             if args.onnx == "on":
-                export_graphs([args.output, args.sky_output] if args.sky == "on" else [args.output])
+                export_graphs(args.output, args.sky_output if args.sky == "on" else None)
     except source.WeightsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
