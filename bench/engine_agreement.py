@@ -9,6 +9,12 @@ candidate's (``field=value`` overrides of app.settings.Settings). Reports, per p
 overall (mean, and the worst pair, which is what the pass/fail uses): IoU at 0.5 between the two mattes (bar: > 0.995), the mean absolute difference
 between them, and the difference of their MAE against the ground truth (bar: < 0.002),
 plus seconds per model call for each. Writes JSON beside the printout with ``--json``.
+
+``--sample-photos`` uses scikit-image's bundled photos instead (no ground truth, so agreement
+only): for a machine without ../shared, such as a lent GPU.
+
+    python bench/engine_agreement.py --sample-photos --reference device=cuda dtype=float32 \
+        --candidate device=cuda dtype=float16
 """
 
 from __future__ import annotations
@@ -50,6 +56,21 @@ def spread_pairs(manifest: Path, count: int) -> list[dict[str, str]]:
     return picked
 
 
+SAMPLE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field")
+
+
+def sample_photos() -> list[tuple[str, np.ndarray, np.ndarray | None]]:
+    """scikit-image's bundled colour photos, without ground truth."""
+    from skimage import data
+
+    return [(f"skimage/{name}", getattr(data, name)(), None) for name in SAMPLE_PHOTOS]
+
+
+def evaluation_pairs(manifest: Path, count: int) -> list[tuple[str, np.ndarray, np.ndarray | None]]:
+    return [(f"{pair['set']}/{pair['id']}", np.asarray(Image.open(manifest.parent / pair["image"]).convert("RGB")),
+             load_gray(manifest.parent / pair["gt"])) for pair in spread_pairs(manifest, count)]
+
+
 def overrides(pairs: list[str]) -> dict[str, object]:
     types = {f.name: type(f.default) for f in dataclasses.fields(Settings)}
     out: dict[str, object] = {}
@@ -74,24 +95,24 @@ def main() -> int:
     parser.add_argument("--reference", nargs="*", default=["device=cpu", "dtype=float32"], metavar="FIELD=VALUE")
     parser.add_argument("--pairs", type=int, default=10)
     parser.add_argument("--manifest", type=Path, default=ROOT.parent / "shared" / "evaldata" / "manifest.csv")
+    parser.add_argument("--sample-photos", action="store_true", help="scikit-image's photos instead of the pairs")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    if not args.manifest.exists():
+    if not args.sample_photos and not args.manifest.exists():
         print(f"error: {args.manifest} not found (the evaluation pairs live in ../shared/evaldata)", file=sys.stderr)
         return 2
     reference = MattingEngine.from_settings(Settings(**overrides(args.reference)))  # type: ignore[arg-type]
     candidate = MattingEngine.from_settings(Settings(**{"device": "cpu", **overrides(args.candidate)}))  # type: ignore[arg-type]
+    photos = sample_photos() if args.sample_photos else evaluation_pairs(args.manifest, args.pairs)
     rows = []
-    for pair in spread_pairs(args.manifest, args.pairs):
-        rgb = np.asarray(Image.open(args.manifest.parent / pair["image"]).convert("RGB"))
-        gt = load_gray(args.manifest.parent / pair["gt"])
+    for name, rgb, gt in photos:
         ref, ref_s = matte(reference, rgb)
         cand, cand_s = matte(candidate, rgb)
         row = {
-            "pair": f"{pair['set']}/{pair['id']}",
+            "pair": name,
             "iou_between": iou(cand, ref),
             "mean_abs_diff": float(np.abs(cand - ref).mean()),
-            "mae_diff": abs(mae(cand, gt) - mae(ref, gt)),
+            "mae_diff": abs(mae(cand, gt) - mae(ref, gt)) if gt is not None else 0.0,
             "reference_s": ref_s,
             "candidate_s": cand_s,
         }

@@ -59,8 +59,9 @@ def main() -> None:
     stages = {
         "probe + decode": lambda: (probe_image(data), decode_image(data, None)),
         "model input (resize to the model)": lambda: model_input(rgb, engine.resolution),
-        "IS-Net": lambda: engine._matte(batch),
-        "sky network": (lambda: engine._sky(batch)) if engine.sky_model is not None else None,
+        # .cpu(): on a GPU the call only queues the work; the copy back waits for it to finish.
+        "IS-Net": lambda: engine._matte(batch).cpu(),
+        "sky network": (lambda: engine._sky(batch).cpu()) if engine.sky_model is not None else None,
         "scene measures": (lambda: measure(analysis.matte, analysis.sky)) if analysis.sky is not None else None,
         "matte at output size": lambda: matte_at_size(analysis.matte, width, height),
         f"RGBA PNG (level {settings.png_compression})": lambda: b"".join(iter_rgba_png(cutout(rgb, alpha), settings.png_compression)),

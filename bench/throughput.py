@@ -93,7 +93,7 @@ def rembg_sender(base_url: str, data: bytes, mode: str, onnx_path: Path):
 
 
 def sweep_server(server: Server, sender, images: dict[float, Path], modes: list[str], concurrency: list[int],
-                 requests: int) -> list[Cell]:
+                 requests: int, client_processes: int = 1) -> list[Cell]:
     cells = []
     for megapixels, image in images.items():
         data = image.read_bytes()
@@ -104,7 +104,7 @@ def sweep_server(server: Server, sender, images: dict[float, Path], modes: list[
                 raise RuntimeError(f"{server.name} failed its warm-up request: {warm.errors[0]}")
             for level in concurrency:
                 reset_peak_rss(server.pid)
-                result: LoadResult = run_load(send, level, requests)
+                result: LoadResult = run_load(send, level, requests, processes=client_processes)
                 cell = summarise(server.name, megapixels, image, mode, level, requests, result.latencies_s, result.errors,
                                  result.wall_s, peak_rss_mb(server.pid))
                 print(json.dumps(asdict(cell)), flush=True)
@@ -117,7 +117,7 @@ def run_service(args: argparse.Namespace, images: dict[float, Path]) -> list[Cel
     env = {"BGR_HOST": "127.0.0.1", "BGR_PORT": str(port), **dict(kv.split("=", 1) for kv in args.service_env)}
     server = start_server("service", [sys.executable, "-m", "app"], env, port, "/health/ready", args.out / "logs", cwd=ROOT)
     try:
-        return sweep_server(server, service_sender, images, args.modes, args.concurrency, args.requests)
+        return sweep_server(server, service_sender, images, args.modes, args.concurrency, args.requests, args.client_processes)
     finally:
         server.stop()
 
@@ -131,7 +131,7 @@ def run_rembg_server(args: argparse.Namespace, images: dict[float, Path], onnx_p
     server = start_server("rembg-server", command, env, port, "/api", args.out / "logs")
     try:
         sender = lambda base, data, mode: rembg_sender(base, data, mode, onnx_path)  # noqa: E731
-        return sweep_server(server, sender, images, args.modes, args.concurrency, args.requests)
+        return sweep_server(server, sender, images, args.modes, args.concurrency, args.requests, args.client_processes)
     finally:
         server.stop()
 
@@ -202,6 +202,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=csv_ints, default=[1, 4, 8, 16])
     parser.add_argument("--requests", type=int, default=16, help="measured requests per cell (after one warm-up)")
     parser.add_argument("--systems", type=csv_names(SYSTEMS), default=list(SYSTEMS))
+    parser.add_argument("--client-processes", type=int, default=1,
+                        help="load-generator processes (one Python process cannot keep a GPU server busy)")
     parser.add_argument("--service-env", action="append", default=[], metavar="BGR_X=VALUE", help="extra service settings")
     parser.add_argument("--rembg-python", default=sys.executable, help="Python with rembg[cpu] (the library loop)")
     parser.add_argument("--rembg-server-python", default=str(default_server_python) if default_server_python.exists() else sys.executable,
@@ -211,8 +213,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tag", default=time.strftime("%Y%m%d-%H%M%S"))
     parser.add_argument("--no-plot", action="store_true")
     args = parser.parse_args(argv)
-    if args.requests < 1 or min(args.concurrency) < 1:
-        parser.error("--requests and --concurrency must be at least 1")
+    if args.requests < 1 or min(args.concurrency) < 1 or args.client_processes < 1:
+        parser.error("--requests, --concurrency and --client-processes must be at least 1")
     return args
 
 
