@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import sys
 
 import uvicorn
 
@@ -14,6 +15,10 @@ from app.settings import Settings
 
 def serve(settings: Settings) -> None:
     logs.configure()
+    # Decoding, deflate and the model run in C without the GIL, in many threads at once; each must
+    # take the GIL back between calls, and under load that waits up to one switch interval (5 ms by
+    # default) per call. A shorter interval keeps those threads moving.
+    sys.setswitchinterval(settings.switch_interval_ms / 1000)
     config = uvicorn.Config(
         create_app(settings),
         host=settings.host,

@@ -44,6 +44,7 @@ class Settings:
     body_timeout_s: float = 60.0  # the whole request body must arrive within this
     header_timeout_s: float = 10.0  # request headers must arrive within this (slowloris)
     shutdown_grace_s: float = 30.0  # on SIGTERM, time to finish in-flight and queued requests
+    switch_interval_ms: float = 1.0  # Python's GIL switch interval: how long a thread back from C work may wait for it
     torch_threads: int = 0  # CPU intra-op threads for PyTorch and ONNX Runtime (0: their default, one per core)
     png_compression: int = 1  # zlib level 0-9 of cut-outs: photos deflate slowly, and 1 is 7x faster than 6 for 10% more bytes
     matte_png_compression: int = 6  # zlib level 0-9 of mattes: flat areas deflate fast at any level
@@ -91,6 +92,8 @@ class Settings:
             )
         if min(self.body_timeout_s, self.header_timeout_s, self.url_timeout_s) <= 0:
             raise SettingsError("BGR_BODY_TIMEOUT_S, BGR_HEADER_TIMEOUT_S and BGR_URL_TIMEOUT_S must be positive")
+        if not (0 < self.switch_interval_ms <= 1000):
+            raise SettingsError("BGR_SWITCH_INTERVAL_MS must be above 0 and at most 1000")
         if not (0 <= self.png_compression <= 9 and 0 <= self.matte_png_compression <= 9):
             raise SettingsError("BGR_PNG_COMPRESSION and BGR_MATTE_PNG_COMPRESSION must be 0-9")
         if self.target not in TARGETS:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import resource
 import time
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
@@ -26,10 +27,17 @@ class LoadResult:
     errors: list[str] = field(default_factory=list)
     wall_s: float = 0.0
     started: float = 0.0  # time.perf_counter() at the start; CLOCK_MONOTONIC, so comparable across processes
+    client_cpu_s: float = 0.0  # CPU time the load processes spent: near wall_s x processes, the client is the limit
+
+
+def _cpu_now() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 async def _run(send: Send, concurrency: int, requests: int, timeout_s: float) -> LoadResult:
     result = LoadResult()
+    cpu_before = _cpu_now()
     remaining = requests
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
 
@@ -51,6 +59,7 @@ async def _run(send: Send, concurrency: int, requests: int, timeout_s: float) ->
         result.started = time.perf_counter()
         await asyncio.gather(*(client_loop(client) for _ in range(concurrency)))
         result.wall_s = time.perf_counter() - result.started
+    result.client_cpu_s = _cpu_now() - cpu_before
     return result
 
 
@@ -80,5 +89,6 @@ def run_load(send: Send, concurrency: int, requests: int, timeout_s: float = 900
     for part in parts:
         merged.latencies_s += part.latencies_s
         merged.errors += part.errors
+        merged.client_cpu_s += part.client_cpu_s
     merged.wall_s = max(p.started + p.wall_s for p in parts) - merged.started
     return merged

@@ -40,12 +40,13 @@ def _fmt(value: float | None, digits: int = 2) -> str:
 
 def markdown_table(cells: list[dict], ratio_rows: list[dict]) -> str:
     lines = [
-        "| system | MP | mode | conc | ok/req | p50 s | p95 s | img/s | peak RSS MB |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|",
+        "| system | MP | mode | conc | ok/req | p50 s | p95 s | img/s | peak RSS MB | server cores | client cores |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for c in cells:
         lines.append(f"| {c['system']} | {c['megapixels']:g} | {c['mode']} | {c['concurrency']} | {c['ok']}/{c['requests']} | "
-                     f"{_fmt(c['p50_s'])} | {_fmt(c['p95_s'])} | {_fmt(c['images_per_s'], 3)} | {_fmt(c['peak_rss_mb'], 0)} |")
+                     f"{_fmt(c['p50_s'])} | {_fmt(c['p95_s'])} | {_fmt(c['images_per_s'], 3)} | {_fmt(c['peak_rss_mb'], 0)} | "
+                     f"{_fmt(c.get('server_cores'), 1)} | {_fmt(c.get('client_cores'), 1)} |")
     if ratio_rows:
         lines += [
             "",

@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from inputs import make_jpeg  # noqa: E402
 from loadgen import LoadResult, run_load  # noqa: E402
-from procs import Server, free_port, peak_rss_mb, reset_peak_rss, start_server  # noqa: E402
+from procs import Server, cpu_seconds, free_port, peak_rss_mb, reset_peak_rss, start_server  # noqa: E402
 from rembg_model import DEFAULT_HOME, model_path  # noqa: E402
 from report import markdown_table, plot, ratios  # noqa: E402
 
@@ -65,17 +65,25 @@ class Cell:
     p95_s: float | None
     images_per_s: float | None
     peak_rss_mb: float | None
+    # CPU cores kept busy on average over the cell (CPU seconds / wall seconds): the server's and the
+    # load generator's, to tell a busy server from a client that cannot keep up.
+    server_cores: float | None = None
+    client_cores: float | None = None
 
 
 def summarise(system: str, megapixels: float, image: Path, mode: str, concurrency: int, requests: int,
-              latencies: list[float], errors: list[str], wall_s: float, rss: float | None) -> Cell:
+              latencies: list[float], errors: list[str], wall_s: float, rss: float | None,
+              server_cpu_s: float | None = None, client_cpu_s: float | None = None) -> Cell:
     ok = len(latencies)
+    per_wall = lambda seconds: seconds / wall_s if seconds is not None and wall_s > 0 else None  # noqa: E731
     return Cell(
         system, megapixels, image.name, mode, concurrency, requests, ok, errors[:5],
         float(np.percentile(latencies, 50)) if ok else None,
         float(np.percentile(latencies, 95)) if ok else None,
         ok / wall_s if ok and wall_s > 0 else None,
         rss,
+        per_wall(server_cpu_s),
+        per_wall(client_cpu_s),
     )
 
 
@@ -104,9 +112,12 @@ def sweep_server(server: Server, sender, images: dict[float, Path], modes: list[
                 raise RuntimeError(f"{server.name} failed its warm-up request: {warm.errors[0]}")
             for level in concurrency:
                 reset_peak_rss(server.pid)
+                cpu_before = cpu_seconds(server.pid)
                 result: LoadResult = run_load(send, level, requests, processes=client_processes)
+                cpu_after = cpu_seconds(server.pid)
+                server_cpu = cpu_after - cpu_before if cpu_before is not None and cpu_after is not None else None
                 cell = summarise(server.name, megapixels, image, mode, level, requests, result.latencies_s, result.errors,
-                                 result.wall_s, peak_rss_mb(server.pid))
+                                 result.wall_s, peak_rss_mb(server.pid), server_cpu, result.client_cpu_s)
                 print(json.dumps(asdict(cell)), flush=True)
                 cells.append(cell)
     return cells

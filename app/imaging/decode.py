@@ -85,6 +85,9 @@ def decode_image(data: bytes, at_least: tuple[int, int] | None = None) -> Decode
     the pixels are the stored pixels, exactly.
     """
     image = _open(data)
+    # The whole stream in one decoder call: Pillow otherwise feeds it 64 KB at a time, and each call
+    # lets go of the GIL and must take it back, which under load waits up to a switch interval.
+    image.decodermaxblock = max(image.decodermaxblock, len(data))
     width, height = image.size
     try:
         if at_least is not None and image.format in ("JPEG", "MPO"):
