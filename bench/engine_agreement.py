@@ -56,7 +56,9 @@ def spread_pairs(manifest: Path, count: int) -> list[dict[str, str]]:
     return picked
 
 
-SAMPLE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field")
+# Photos with a subject. Not the micrographs or the Hubble field: there the matte keeps a few hundred
+# pixels, and an IoU over so few says nothing (fp16 on an H100: 0.975 at a mean difference of 5e-5).
+SAMPLE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
 
 
 def sample_photos() -> list[tuple[str, np.ndarray, np.ndarray | None]]:

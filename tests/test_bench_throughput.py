@@ -1,4 +1,4 @@
-"""bench/throughput.py's pure parts (input sizes, ratios against rembg, the table; no servers), and bench/gpu_model.py on the CPU."""
+"""bench/throughput.py's pure parts (input sizes, ratios against rembg, the table), its load generator against a loopback stub, and bench/gpu_model.py on the CPU."""
 
 from __future__ import annotations
 
@@ -65,3 +65,39 @@ def test_the_gpu_model_script_runs_end_to_end_on_the_cpu(weights, tmp_path):
     assert report["device"] == "cpu"
     assert [(row["batch"], row["graph_images_per_s"]) for row in report["rows"]] == [(1, None), (2, None)]
     assert all(row["eager_images_per_s"] > 0 for row in report["rows"])
+
+
+def test_load_split_over_processes_sends_every_request_once():
+    """bench/loadgen.py with several forked load processes, against a loopback server that counts requests."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from loadgen import run_load
+
+    seen: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            seen.append(body.decode())
+            self.send_response(200 if body != b"fail" else 500)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    try:
+        result = run_load(lambda client: client.post(url, content=b"x"), concurrency=5, requests=11, processes=3)
+        failing = run_load(lambda client: client.post(url, content=b"fail"), concurrency=2, requests=2, processes=2)
+    finally:
+        server.shutdown()
+    assert len(result.latencies_s) == 11 and not result.errors
+    assert seen.count("x") == 11
+    assert result.wall_s >= max(result.latencies_s) > 0
+    assert result.client_cpu_s > 0
+    assert len(failing.errors) == 2 and failing.errors[0].startswith("HTTP 500")
