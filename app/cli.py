@@ -145,14 +145,14 @@ def local_segmenter(settings: Settings, mode: str):
     """Segment in this process, with the service's own pipeline (decode, batcher, model, PNG)."""
     from app.http.errors import AzureError
     from app.inference.batcher import Batcher
-    from app.inference.engine import MattingEngine
+    from app.inference.engine import MattingEngine, pick_batch_size
     from app.pixel_budget import PixelBudget
     from app.service import SegmentService
 
     if not settings.weights.exists():
         raise UsageError(f"no weights at {settings.weights}: run `bgremoval weights fetch` first")
     engine = MattingEngine.from_settings(settings)
-    batcher = Batcher(engine.analyse, settings.max_batch_size, settings.max_batch_wait_ms / 1000, 10**6)
+    batcher = Batcher(engine.analyse, pick_batch_size(settings.max_batch_size, engine.device), settings.max_batch_wait_ms / 1000, 10**6)
     service = SegmentService.from_settings(settings, batcher, engine, PixelBudget(settings.max_pixels_in_flight))
     started = False
 

@@ -23,7 +23,7 @@ from app.http.middleware import AzureHeadersMiddleware
 from app.http.openapi import openapi_document
 from app.http.url_fetch import UrlPolicy
 from app.inference.batcher import Batcher
-from app.inference.engine import MattingEngine
+from app.inference.engine import MattingEngine, pick_batch_size
 from app.metrics import CONTENT_TYPE, Metrics
 from app.pixel_budget import PixelBudget
 from app.service import SegmentService
@@ -47,7 +47,7 @@ def create_app(settings: Settings, engine: MattingEngine | None = None) -> FastA
         await asyncio.to_thread(matting.warm_up)
         batcher = Batcher(
             matting.analyse,
-            settings.max_batch_size,
+            pick_batch_size(settings.max_batch_size, matting.device),
             settings.max_batch_wait_ms / 1000,
             settings.queue_size,
             on_batch=metrics.observe_batch,

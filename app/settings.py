@@ -36,7 +36,7 @@ class Settings:
     dtype: str = "auto"  # auto (fp16 on CUDA, fp32 on CPU) | float32 | float16 | bfloat16
     runtime: str = "auto"  # auto (onnxruntime for fp32 on the CPU when installed, else torch) | torch | onnxruntime
     resolution: int = 1024  # the model's square input side, a multiple of 32
-    max_batch_size: int = 8
+    max_batch_size: int = 0  # most images per model call; 0: 8 on a GPU, 1 on the CPU (where a batch only costs memory)
     max_batch_wait_ms: float = 5.0
     queue_size: int = 64  # requests waiting for the model; beyond it, 429
     decode_concurrency: int = 2  # images decoded or composed at once (CPU work beside the model)
@@ -86,10 +86,10 @@ class Settings:
     def validate(self) -> None:
         if self.resolution <= 0 or self.resolution % 32:
             raise SettingsError("BGR_RESOLUTION must be a positive multiple of 32")
-        if min(self.max_batch_size, self.queue_size, self.decode_concurrency, self.max_pixels_in_flight) < 1:
-            raise SettingsError(
-                "BGR_MAX_BATCH_SIZE, BGR_QUEUE_SIZE, BGR_DECODE_CONCURRENCY and BGR_MAX_PIXELS_IN_FLIGHT must be at least 1"
-            )
+        if self.max_batch_size < 0:
+            raise SettingsError("BGR_MAX_BATCH_SIZE must be 0 (automatic) or more")
+        if min(self.queue_size, self.decode_concurrency, self.max_pixels_in_flight) < 1:
+            raise SettingsError("BGR_QUEUE_SIZE, BGR_DECODE_CONCURRENCY and BGR_MAX_PIXELS_IN_FLIGHT must be at least 1")
         if min(self.body_timeout_s, self.header_timeout_s, self.url_timeout_s) <= 0:
             raise SettingsError("BGR_BODY_TIMEOUT_S, BGR_HEADER_TIMEOUT_S and BGR_URL_TIMEOUT_S must be positive")
         if not (0 < self.switch_interval_ms <= 1000):

@@ -9,7 +9,8 @@ published graph within 2e-5, tests/test_parity.py), so only the pipelines around
   subtract 0.5; min-max stretch of the prediction; 8-bit truncation; Lanczos upsample.
 - ours (the service, `default`): antialiased bilinear resize to 1024², (x - 128) / 256; sigmoid;
   bilinear upsample; variants add the baseline's min-max stretch, flip TTA (probabilities or
-  logits averaged) and guided-filter upsampling.
+  logits averaged), guided-filter upsampling, and the baseline's Lanczos resampling on the way
+  in, on the way out, or both.
 
 Model outputs are cached per image (``--cache``), so variants of the post-processing are cheap.
 Prints MAE, MSE, SAD, Grad, IoU@0.5 and seconds per image per set and overall; writes JSON and
@@ -60,9 +61,18 @@ def baseline(engine: MattingEngine, rgb: np.ndarray) -> tuple[np.ndarray, float]
     return np.asarray(mask, dtype=np.float32) / 255, time.perf_counter() - started
 
 
+def our_input(small: np.ndarray) -> np.ndarray:
+    return ((small.astype(np.float32) - 128) / 256).transpose(2, 0, 1)[None]
+
+
+def lanczos_logits(engine: MattingEngine, rgb: np.ndarray) -> np.ndarray:
+    """Logits for our preprocessing with the baseline's Lanczos resize instead of antialiased bilinear."""
+    return logits(engine, our_input(np.asarray(Image.fromarray(rgb).resize((SIZE, SIZE), Image.LANCZOS))))[0]
+
+
 def our_logits(engine: MattingEngine, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     """Plain and flipped logits for our preprocessing, and seconds for one model pass."""
-    x = ((model_input(rgb, SIZE).astype(np.float32) - 128) / 256).transpose(2, 0, 1)[None]
+    x = our_input(model_input(rgb, SIZE))
     started = time.perf_counter()
     plain = logits(engine, x)[0]
     seconds = time.perf_counter() - started
@@ -70,7 +80,13 @@ def our_logits(engine: MattingEngine, rgb: np.ndarray) -> tuple[np.ndarray, np.n
     return plain, np.ascontiguousarray(flipped), seconds
 
 
-def variants(rgb: np.ndarray, plain: np.ndarray, flipped: np.ndarray) -> dict[str, tuple[np.ndarray, float, int]]:
+def lanczos_up(prob: np.ndarray, width: int, height: int) -> np.ndarray:
+    """The matte to image size with Lanczos, as the baseline does (on the float matte, not 8-bit)."""
+    resized = Image.fromarray(prob.astype(np.float32), mode="F").resize((width, height), Image.LANCZOS)
+    return np.clip(np.rint(np.asarray(resized) * 255), 0, 255).astype(np.float32) / 255
+
+
+def variants(rgb: np.ndarray, plain: np.ndarray, flipped: np.ndarray, lanczos_in: np.ndarray) -> dict[str, tuple[np.ndarray, float, int]]:
     """name -> (matte at image size, post-processing seconds, model passes)."""
     height, width = rgb.shape[:2]
     out: dict[str, tuple[np.ndarray, float, int]] = {}
@@ -89,6 +105,12 @@ def variants(rgb: np.ndarray, plain: np.ndarray, flipped: np.ndarray) -> dict[st
         started = time.perf_counter()
         refined = upsample_guided(torch.from_numpy(prob.astype(np.float32))[None, None], image)[0, 0].numpy()
         out[f"{name}+guided"] = (np.round(refined * 255) / 255, time.perf_counter() - started, passes)
+    # The baseline's resampling filters, one side at a time: which of them explains its lead on soft mattes?
+    for name, prob, up in (("lanczos-out", sig(plain), lanczos_up), ("lanczos-in", sig(lanczos_in), None),
+                           ("lanczos-in+out", sig(lanczos_in), lanczos_up)):
+        started = time.perf_counter()
+        matte = up(prob, width, height) if up else matte_at_size(prob, width, height).astype(np.float32) / 255
+        out[name] = (matte, time.perf_counter() - started, 1)
     return out
 
 
@@ -154,8 +176,14 @@ def main(argv: list[str] | None = None) -> int:
             base, base_s = baseline(engine, rgb)
             plain, flipped, pass_s = our_logits(engine, rgb)
             np.savez(cached, base=base, base_s=base_s, plain=plain.astype(np.float16), flipped=flipped.astype(np.float16), pass_s=pass_s)
+        cached_lanczos = args.cache / f"{pair['set']}__{pair['id']}__lanczos.npz"
+        if cached_lanczos.exists():
+            lanczos_in = np.load(cached_lanczos)["plain"]
+        else:
+            lanczos_in = lanczos_logits(engine, rgb)
+            np.savez(cached_lanczos, plain=lanczos_in.astype(np.float16))
         rows.append({"config": "baseline", "set": pair["set"], "id": pair["id"], **score(base, gt), "seconds": base_s})
-        ours = variants(rgb, plain.astype(np.float32), flipped.astype(np.float32))
+        ours = variants(rgb, plain.astype(np.float32), flipped.astype(np.float32), lanczos_in.astype(np.float32))
         for name, (matte, post_s, passes) in ours.items():
             # Time per image: decode-to-matte as the service runs it (model passes + pre/post-processing).
             rows.append({"config": name, "set": pair["set"], "id": pair["id"], **score(matte, gt), "seconds": passes * pass_s + post_s})

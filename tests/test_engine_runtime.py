@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from app.inference.engine import SKY_SERVING_RESOLUTION, MattingEngine, cpu_has_native_bf16, pick_runtime
+from app.inference.engine import GPU_BATCH_SIZE, SKY_SERVING_RESOLUTION, MattingEngine, cpu_has_native_bf16, pick_batch_size, pick_runtime
 from app.inference.ort_backend import OrtModel, onnx_name
 from app.settings import Settings, SettingsError
 from app.weights.__main__ import export_graphs
@@ -97,6 +97,14 @@ def test_fetch_writes_the_graph_beside_the_weights_and_drops_stale_ones(lone_wei
 def test_onnxruntime_is_cpu_float32_only(weights, overrides):
     with pytest.raises(ValueError, match="BGR_RUNTIME=onnxruntime"):
         MattingEngine.from_settings(Settings(weights=weights, runtime="onnxruntime", **{"device": "cpu", **overrides}))
+
+
+def test_automatic_batch_is_one_image_on_the_cpu_and_a_batch_on_a_gpu():
+    assert pick_batch_size(0, torch.device("cpu")) == 1
+    assert pick_batch_size(0, torch.device("cuda")) == GPU_BATCH_SIZE > 1
+    assert pick_batch_size(4, torch.device("cpu")) == 4  # what the operator sets wins
+    with pytest.raises(SettingsError, match="BGR_MAX_BATCH_SIZE"):
+        Settings.from_env({"BGR_MAX_BATCH_SIZE": "-1"})
 
 
 def test_unknown_runtime_is_a_settings_error():

@@ -54,6 +54,25 @@ def test_metrics_count_requests_batches_inputs_and_rejections(fast_server):
     assert sample(after, "bgremoval_inflight_requests") == 0
 
 
+def test_on_the_cpu_the_worker_takes_one_image_at_a_time(fast_server):
+    """BGR_MAX_BATCH_SIZE's automatic value on the CPU: concurrent requests are not batched."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    before = scrape(fast_server.url)
+    image = png_bytes(photo((200, 100)))
+
+    def send(_: int) -> int:
+        with fast_server.client() as client:
+            return client.post(SEGMENT, params={**PARAMS, "mode": "foregroundMatting"}, content=image).status_code
+
+    with ThreadPoolExecutor(6) as pool:
+        assert list(pool.map(send, range(6))) == [200] * 6
+    after = scrape(fast_server.url)
+    batches = sample(after, "bgremoval_batch_size_count") - sample(before, "bgremoval_batch_size_count")
+    images = sample(after, "bgremoval_batch_size_sum") - sample(before, "bgremoval_batch_size_sum")
+    assert batches == images == 6
+
+
 def test_logs_are_json_lines_with_the_request_id(fast_server):
     with fast_server.client() as client:
         response = client.post(SEGMENT, params={**PARAMS, "mode": "backgroundRemoval"}, content=png_bytes(photo()))

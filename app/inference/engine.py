@@ -54,6 +54,23 @@ def pick_dtype(name: str, device: torch.device) -> torch.dtype:
     return _DTYPES[name]
 
 
+GPU_BATCH_SIZE = 8  # the automatic batch on a GPU; a large card gains a few percent more at 16-32
+
+
+def pick_batch_size(configured: int, device: torch.device) -> int:
+    """``0`` (auto): batches on a GPU, one image at a time on the CPU.
+
+    A CPU gains nothing from a batch: the runtime already spreads one image over every core, so
+    a batch of 8 takes 8 times as long as one image, holds 8 images' activations (several
+    hundred MB each at 1024²), and makes the requests that arrive just after it starts wait for
+    all of it. Measured on 2 cores (2 MP mattes, 8 clients): 0.343 images/s at 8 against
+    0.392 at 1, p95 25.4 s against 20.4 s, peak RSS 7.7 GB against 2.3 GB.
+    """
+    if configured:
+        return configured
+    return GPU_BATCH_SIZE if device.type == "cuda" else 1
+
+
 def pick_runtime(name: str, device: torch.device, dtype: torch.dtype) -> str:
     """``auto``: ONNX Runtime for fp32 on the CPU (about 25% faster there), when it is installed; torch otherwise."""
     if name == "auto":
