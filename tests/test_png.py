@@ -8,7 +8,7 @@ import zlib
 import numpy as np
 import pytest
 
-from app.imaging.png import iter_matte_png, iter_rgba_png
+from app.imaging.png import crc, iter_matte_png, iter_rgba_png
 
 from conftest import AZURE_SPEC, read_png, require_shared
 
@@ -68,3 +68,15 @@ def test_matte_is_byte_identical_to_azures_recorded_output():
     recorded = (require_shared(AZURE_SPEC / "observed-outputs") / "foregroundMatting_building_800x600.png").read_bytes()
     matte = np.asarray(read_png(recorded))
     assert b"".join(iter_matte_png(matte)) == recorded
+
+
+@pytest.mark.parametrize("length", [0, 1, 4095, 4096, 4097, 8196, 20_000])
+def test_chunk_crc_is_zlibs_computed_in_pieces_that_keep_the_gil(length, monkeypatch):
+    data = bytes(range(256)) * (length // 256 + 1)
+    data = data[:length]
+    expected = zlib.crc32(data)
+    pieces: list[int] = []
+    real = zlib.crc32
+    monkeypatch.setattr(zlib, "crc32", lambda piece, value=0: pieces.append(len(piece)) or real(piece, value))
+    assert crc(data) == expected
+    assert all(size <= 5 * 1024 for size in pieces)  # CPython lets go of the GIL above 5 KB
