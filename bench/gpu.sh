@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Issue 5's GPU numbers on one fresh GPU machine, in about 6 minutes:
+# Issue 5's GPU numbers on one fresh GPU machine, in about 7 minutes:
 #   1. model-only images/s per batch size (1-32), fp16 and bf16, eager and CUDA graphs (bench/gpu_model.py);
-#   2. end to end over HTTP: the service on the GPU, 2 MP JPEGs, both modes, 16 and 64 clients (bench/throughput.py);
+#   2. end to end over HTTP: the service on the GPU, 2 MP JPEGs, both modes, 16 and 64 clients (bench/throughput.py),
+#      then 64 clients again at Python's default GIL switch interval (5 ms, against the service's 1 ms);
 #   3. fp16 mattes against fp32 on the same GPU (bench/engine_agreement.py, scikit-image photos);
 #   4. where one 2 MP request's time goes with the model on the GPU (bench/stages.py);
 #   5. bf16 mattes against fp32.
@@ -47,6 +48,13 @@ step throughput 120 "$PY" bench/throughput.py --systems service --sizes 2 --conc
     --service-env BGR_DEVICE=cuda --service-env BGR_MAX_BATCH_SIZE=32 --service-env BGR_MAX_BATCH_WAIT_MS=10 \
     --service-env BGR_DECODE_CONCURRENCY=12 --service-env BGR_QUEUE_SIZE=256 \
     --out "$OUT" --tag gpu --no-plot
+
+# The same at 64 clients with Python's default 5 ms GIL switch interval, against the service's 1 ms.
+step throughput_switch5 80 "$PY" bench/throughput.py --systems service --sizes 2 --concurrency 64 --requests 256 \
+    --client-processes 3 \
+    --service-env BGR_DEVICE=cuda --service-env BGR_MAX_BATCH_SIZE=32 --service-env BGR_MAX_BATCH_WAIT_MS=10 \
+    --service-env BGR_DECODE_CONCURRENCY=12 --service-env BGR_QUEUE_SIZE=256 --service-env BGR_SWITCH_INTERVAL_MS=5 \
+    --out "$OUT" --tag gpu-switch5 --no-plot
 
 step agreement 50 "$PY" bench/engine_agreement.py --sample-photos --json "$OUT/agreement.json" \
     --reference device=cuda dtype=float32 --candidate device=cuda dtype=float16
