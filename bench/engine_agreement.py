@@ -25,6 +25,7 @@ import dataclasses
 import json
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -61,16 +62,22 @@ def spread_pairs(manifest: Path, count: int) -> list[dict[str, str]]:
 SAMPLE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
 
 
-def sample_photos() -> list[tuple[str, np.ndarray, np.ndarray | None]]:
+Photo = tuple[str, np.ndarray, np.ndarray | None]  # name, RGB, ground truth (None: agreement only)
+
+
+def sample_photos() -> Iterator[Photo]:
     """scikit-image's bundled colour photos, without ground truth."""
     from skimage import data
 
-    return [(f"skimage/{name}", getattr(data, name)(), None) for name in SAMPLE_PHOTOS]
+    for name in SAMPLE_PHOTOS:
+        yield f"skimage/{name}", getattr(data, name)(), None
 
 
-def evaluation_pairs(manifest: Path, count: int) -> list[tuple[str, np.ndarray, np.ndarray | None]]:
-    return [(f"{pair['set']}/{pair['id']}", np.asarray(Image.open(manifest.parent / pair["image"]).convert("RGB")),
-             load_gray(manifest.parent / pair["gt"])) for pair in spread_pairs(manifest, count)]
+def evaluation_pairs(manifest: Path, count: int) -> Iterator[Photo]:
+    """Read one at a time, as they are compared."""
+    for pair in spread_pairs(manifest, count):
+        rgb = np.asarray(Image.open(manifest.parent / pair["image"]).convert("RGB"))
+        yield f"{pair['set']}/{pair['id']}", rgb, load_gray(manifest.parent / pair["gt"])
 
 
 def overrides(pairs: list[str]) -> dict[str, object]:

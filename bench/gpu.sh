@@ -43,18 +43,13 @@ step gpu_model 150 "$PY" bench/gpu_model.py --seconds 1.5 --out "$OUT/gpu_model.
 
 # The service batches up to 32 images; decoding and PNG encoding run on 12 threads beside it, and
 # the load comes from 3 processes (one Python process alone cannot keep up with a GPU).
-step throughput 120 "$PY" bench/throughput.py --systems service --sizes 2 --concurrency 16,64 --requests 256 \
-    --client-processes 3 \
+http_load=("$PY" bench/throughput.py --systems service --sizes 2 --requests 256 --client-processes 3 \
     --service-env BGR_DEVICE=cuda --service-env BGR_MAX_BATCH_SIZE=32 --service-env BGR_MAX_BATCH_WAIT_MS=10 \
-    --service-env BGR_DECODE_CONCURRENCY=12 --service-env BGR_QUEUE_SIZE=256 \
-    --out "$OUT" --tag gpu --no-plot
+    --service-env BGR_DECODE_CONCURRENCY=12 --service-env BGR_QUEUE_SIZE=256 --out "$OUT" --no-plot)
+step throughput 120 "${http_load[@]}" --concurrency 16,64 --tag gpu
 
 # The same at 64 clients with Python's default 5 ms GIL switch interval, against the service's 1 ms.
-step throughput_switch5 80 "$PY" bench/throughput.py --systems service --sizes 2 --concurrency 64 --requests 256 \
-    --client-processes 3 \
-    --service-env BGR_DEVICE=cuda --service-env BGR_MAX_BATCH_SIZE=32 --service-env BGR_MAX_BATCH_WAIT_MS=10 \
-    --service-env BGR_DECODE_CONCURRENCY=12 --service-env BGR_QUEUE_SIZE=256 --service-env BGR_SWITCH_INTERVAL_MS=5 \
-    --out "$OUT" --tag gpu-switch5 --no-plot
+step throughput_switch5 80 "${http_load[@]}" --concurrency 64 --service-env BGR_SWITCH_INTERVAL_MS=5 --tag gpu-switch5
 
 step agreement 50 "$PY" bench/engine_agreement.py --sample-photos --json "$OUT/agreement.json" \
     --reference device=cuda dtype=float32 --candidate device=cuda dtype=float16

@@ -25,6 +25,7 @@ import json
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -78,6 +79,15 @@ def second_scale_logits(engine: MattingEngine, rgb: np.ndarray) -> np.ndarray:
     """Our preprocessing at SECOND_SCALE², the logits brought back to SIZE² (bilinear)."""
     small = logits(engine, our_input(model_input(rgb, SECOND_SCALE)))
     return F.interpolate(torch.from_numpy(small)[None], size=(SIZE, SIZE), mode="bilinear", align_corners=False)[0, 0].numpy()
+
+
+def cached_logits(path: Path, compute: Callable[[], np.ndarray]) -> np.ndarray:
+    """Logits saved at ``path`` (fp16), or computed and saved there."""
+    if path.exists():
+        return np.load(path)["plain"]
+    computed = compute()
+    np.savez(path, plain=computed.astype(np.float16))
+    return computed
 
 
 def our_logits(engine: MattingEngine, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
@@ -189,18 +199,9 @@ def main(argv: list[str] | None = None) -> int:
             base, base_s = baseline(engine, rgb)
             plain, flipped, pass_s = our_logits(engine, rgb)
             np.savez(cached, base=base, base_s=base_s, plain=plain.astype(np.float16), flipped=flipped.astype(np.float16), pass_s=pass_s)
-        cached_lanczos = args.cache / f"{pair['set']}__{pair['id']}__lanczos.npz"
-        if cached_lanczos.exists():
-            lanczos_in = np.load(cached_lanczos)["plain"]
-        else:
-            lanczos_in = lanczos_logits(engine, rgb)
-            np.savez(cached_lanczos, plain=lanczos_in.astype(np.float16))
-        cached_scale = args.cache / f"{pair['set']}__{pair['id']}__s{SECOND_SCALE}.npz"
-        if cached_scale.exists():
-            second_scale = np.load(cached_scale)["plain"]
-        else:
-            second_scale = second_scale_logits(engine, rgb)
-            np.savez(cached_scale, plain=second_scale.astype(np.float16))
+        stem = f"{pair['set']}__{pair['id']}"
+        lanczos_in = cached_logits(args.cache / f"{stem}__lanczos.npz", lambda: lanczos_logits(engine, rgb))
+        second_scale = cached_logits(args.cache / f"{stem}__s{SECOND_SCALE}.npz", lambda: second_scale_logits(engine, rgb))
         rows.append({"config": "baseline", "set": pair["set"], "id": pair["id"], **score(base, gt), "seconds": base_s})
         ours = variants(rgb, plain.astype(np.float32), flipped.astype(np.float32), lanczos_in.astype(np.float32),
                         second_scale.astype(np.float32))
