@@ -9,8 +9,9 @@ published graph within 2e-5, tests/test_parity.py), so only the pipelines around
   subtract 0.5; min-max stretch of the prediction; 8-bit truncation; Lanczos upsample.
 - ours (the service, `default`): antialiased bilinear resize to 1024², (x - 128) / 256; sigmoid;
   bilinear upsample; variants add the baseline's min-max stretch, flip TTA (probabilities or
-  logits averaged), a second pass at 768² fused the same two ways, guided-filter upsampling, and
-  the baseline's Lanczos resampling on the way in, on the way out, or both.
+  logits averaged), a second pass at 768² fused the same two ways (and, logits averaged, with both
+  passes resized by Lanczos), guided-filter upsampling, and the baseline's Lanczos resampling on
+  the way in, on the way out, or both.
 
 Model outputs are cached per image (``--cache``), so variants of the post-processing are cheap.
 Prints MAE, MSE, SAD, Grad, IoU@0.5 and seconds per image per set and overall; writes JSON and
@@ -75,10 +76,11 @@ def lanczos_logits(engine: MattingEngine, rgb: np.ndarray) -> np.ndarray:
 SECOND_SCALE = 768  # a second pass at 0.56x the pixels: the multi-scale variants cost 1.56 passes
 
 
-def second_scale_logits(engine: MattingEngine, rgb: np.ndarray) -> np.ndarray:
-    """Our preprocessing at SECOND_SCALE², the logits brought back to SIZE² (bilinear)."""
-    small = logits(engine, our_input(model_input(rgb, SECOND_SCALE)))
-    return F.interpolate(torch.from_numpy(small)[None], size=(SIZE, SIZE), mode="bilinear", align_corners=False)[0, 0].numpy()
+def second_scale_logits(engine: MattingEngine, rgb: np.ndarray, lanczos: bool = False) -> np.ndarray:
+    """Our preprocessing at SECOND_SCALE² (antialiased bilinear, or Lanczos), the logits brought back to SIZE² (bilinear)."""
+    small = np.asarray(Image.fromarray(rgb).resize((SECOND_SCALE,) * 2, Image.LANCZOS)) if lanczos else model_input(rgb, SECOND_SCALE)
+    up = F.interpolate(torch.from_numpy(logits(engine, our_input(small)))[None], size=(SIZE, SIZE), mode="bilinear", align_corners=False)
+    return up[0, 0].numpy()
 
 
 def cached_logits(path: Path, compute: Callable[[], np.ndarray]) -> np.ndarray:
@@ -100,6 +102,17 @@ def our_logits(engine: MattingEngine, rgb: np.ndarray) -> tuple[np.ndarray, np.n
     return plain, np.ascontiguousarray(flipped), seconds
 
 
+def cached_outputs(engine: MattingEngine, rgb: np.ndarray, path: Path) -> tuple[np.ndarray, float, np.ndarray, np.ndarray, float]:
+    """The baseline's matte and seconds, our plain and flipped logits and one pass's seconds; saved at ``path``."""
+    if path.exists():
+        data = np.load(path)
+        return data["base"], float(data["base_s"]), data["plain"], data["flipped"], float(data["pass_s"])
+    base, base_s = baseline(engine, rgb)
+    plain, flipped, pass_s = our_logits(engine, rgb)
+    np.savez(path, base=base, base_s=base_s, plain=plain.astype(np.float16), flipped=flipped.astype(np.float16), pass_s=pass_s)
+    return base, base_s, plain, flipped, pass_s
+
+
 def lanczos_up(prob: np.ndarray, width: int, height: int) -> np.ndarray:
     """The matte to image size with Lanczos, as the baseline does (on the float matte, not 8-bit)."""
     resized = Image.fromarray(prob.astype(np.float32), mode="F").resize((width, height), Image.LANCZOS)
@@ -107,7 +120,7 @@ def lanczos_up(prob: np.ndarray, width: int, height: int) -> np.ndarray:
 
 
 def variants(rgb: np.ndarray, plain: np.ndarray, flipped: np.ndarray, lanczos_in: np.ndarray,
-             second_scale: np.ndarray) -> dict[str, tuple[np.ndarray, float, float]]:
+             second_scale: np.ndarray, lanczos_second_scale: np.ndarray) -> dict[str, tuple[np.ndarray, float, float]]:
     """name -> (matte at image size, post-processing seconds, model passes at 1024²)."""
     height, width = rgb.shape[:2]
     out: dict[str, tuple[np.ndarray, float, float]] = {}
@@ -120,6 +133,8 @@ def variants(rgb: np.ndarray, plain: np.ndarray, flipped: np.ndarray, lanczos_in
         "flip-logits": (sig((plain + flipped) / 2), 2),  # fused before the sigmoid: confident passes weigh more
         "scales": ((sig(plain) + sig(second_scale)) / 2, 1 + (SECOND_SCALE / SIZE) ** 2),
         "scales-logits": (sig((plain + second_scale) / 2), 1 + (SECOND_SCALE / SIZE) ** 2),
+        # Both scales resized with Lanczos, as the baseline resizes its one pass.
+        "lanczos-scales-logits": (sig((lanczos_in + lanczos_second_scale) / 2), 1 + (SECOND_SCALE / SIZE) ** 2),
     }
     image = torch.from_numpy(np.array(rgb)).permute(2, 0, 1)[None].float() / 255
     for name, (prob, passes) in fused.items():
@@ -153,6 +168,30 @@ def summarise(rows: list[dict]) -> dict[str, dict[str, dict[str, float]]]:
     }
 
 
+def add_pair_arguments(parser: argparse.ArgumentParser, out: Path) -> None:
+    """The options every benchmark over the evaluation pairs takes: where they are, how many, where results go."""
+    parser.add_argument("--manifest", type=Path, default=ROOT.parent / "shared" / "evaldata" / "manifest.csv")
+    parser.add_argument("--limit", type=int, default=0, help="at most this many pairs per set (0: all)")
+    parser.add_argument("--out", type=Path, default=out)
+    parser.add_argument("--cache", type=Path, default=ROOT / "bench" / "results" / "cache", help="model outputs per image")
+
+
+def manifest_found(manifest: Path) -> bool:
+    if not manifest.exists():
+        print(f"error: {manifest} not found (the evaluation pairs live in ../shared/evaldata)", file=sys.stderr)
+    return manifest.exists()
+
+
+def read_pairs(manifest: Path, limit: int = 0) -> list[dict[str, str]]:
+    """The manifest's rows, at most ``limit`` per set (0: all)."""
+    with manifest.open(newline="") as f:
+        pairs = list(csv.DictReader(f))
+    if limit:
+        counts: dict[str, int] = defaultdict(int)
+        pairs = [p for p in pairs if (counts.__setitem__(p["set"], counts[p["set"]] + 1) or counts[p["set"]] <= limit)]
+    return pairs
+
+
 def contact_sheet(samples: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]], path: Path, height: int = 160) -> None:
     tiles = []
     for rgb, base, ours, gt in samples:
@@ -170,20 +209,12 @@ def contact_sheet(samples: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.nda
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--manifest", type=Path, default=ROOT.parent / "shared" / "evaldata" / "manifest.csv")
-    parser.add_argument("--limit", type=int, default=0, help="at most this many pairs per set (0: all)")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "quality")
-    parser.add_argument("--cache", type=Path, default=ROOT / "bench" / "results" / "cache")
+    add_pair_arguments(parser, ROOT / "bench" / "results" / "quality")
     args = parser.parse_args(argv)
-    if not args.manifest.exists():
-        print(f"error: {args.manifest} not found (the evaluation pairs live in ../shared/evaldata)", file=sys.stderr)
+    if not manifest_found(args.manifest):
         return 2
     engine = MattingEngine.from_settings(Settings(device="cpu"))
-    with args.manifest.open(newline="") as f:
-        pairs = list(csv.DictReader(f))
-    if args.limit:
-        counts: dict[str, int] = defaultdict(int)
-        pairs = [p for p in pairs if (counts.__setitem__(p["set"], counts[p["set"]] + 1) or counts[p["set"]] <= args.limit)]
+    pairs = read_pairs(args.manifest, args.limit)
     args.out.mkdir(parents=True, exist_ok=True)
     args.cache.mkdir(parents=True, exist_ok=True)
     base_dir = args.manifest.parent
@@ -191,20 +222,15 @@ def main(argv: list[str] | None = None) -> int:
     for index, pair in enumerate(pairs, 1):
         rgb = np.asarray(Image.open(base_dir / pair["image"]).convert("RGB"))
         gt = load_gray(base_dir / pair["gt"])
-        cached = args.cache / f"{pair['set']}__{pair['id']}.npz"
-        if cached.exists():
-            data = np.load(cached)
-            base, base_s, plain, flipped, pass_s = data["base"], float(data["base_s"]), data["plain"], data["flipped"], float(data["pass_s"])
-        else:
-            base, base_s = baseline(engine, rgb)
-            plain, flipped, pass_s = our_logits(engine, rgb)
-            np.savez(cached, base=base, base_s=base_s, plain=plain.astype(np.float16), flipped=flipped.astype(np.float16), pass_s=pass_s)
+        base, base_s, plain, flipped, pass_s = cached_outputs(engine, rgb, args.cache / f"{pair['set']}__{pair['id']}.npz")
         stem = f"{pair['set']}__{pair['id']}"
         lanczos_in = cached_logits(args.cache / f"{stem}__lanczos.npz", lambda: lanczos_logits(engine, rgb))
         second_scale = cached_logits(args.cache / f"{stem}__s{SECOND_SCALE}.npz", lambda: second_scale_logits(engine, rgb))
+        lanczos_second_scale = cached_logits(
+            args.cache / f"{stem}__s{SECOND_SCALE}lanczos.npz", lambda: second_scale_logits(engine, rgb, lanczos=True)
+        )
         rows.append({"config": "baseline", "set": pair["set"], "id": pair["id"], **score(base, gt), "seconds": base_s})
-        ours = variants(rgb, plain.astype(np.float32), flipped.astype(np.float32), lanczos_in.astype(np.float32),
-                        second_scale.astype(np.float32))
+        ours = variants(rgb, *(x.astype(np.float32) for x in (plain, flipped, lanczos_in, second_scale, lanczos_second_scale)))
         for name, (matte, post_s, passes) in ours.items():
             # Time per image: decode-to-matte as the service runs it (model passes + pre/post-processing).
             rows.append({"config": name, "set": pair["set"], "id": pair["id"], **score(matte, gt), "seconds": passes * pass_s + post_s})

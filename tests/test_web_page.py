@@ -194,6 +194,64 @@ def test_foreground_matting_shows_the_matte(browser, fast_server, input_photo: P
     assert np.abs(canvas_rgba(browser, "cutout")[:, :, 3].astype(int) - expected).max() <= 1
 
 
+def result_png(driver) -> Image.Image:
+    """The PNG the last run received, read back from the download link's blob."""
+    encoded = driver.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "fetch(document.getElementById('download').href).then(r => r.arrayBuffer())"
+        ".then(b => done(btoa(Array.from(new Uint8Array(b), c => String.fromCharCode(c)).join(''))));"
+    )
+    image = Image.open(io.BytesIO(base64.b64decode(encoded)))
+    image.load()
+    return image
+
+
+def last_request(driver) -> str:
+    return driver.execute_script(
+        "return performance.getEntriesByType('resource').map(e => e.name).filter(n => n.includes(':segment')).pop()"
+    )
+
+
+def test_target_and_clean_edge_colours(browser, fast_server, input_photo: Path) -> None:
+    open_page(browser, fast_server)
+    choose(browser, input_photo, "backgroundRemoval")
+    Select = pytest.importorskip("selenium.webdriver.support.select").Select
+    Select(by_id(browser, "target-select")).select_by_value("subject")
+    run_and_wait(browser)
+    succeeded(browser)
+    assert "target=subject" in last_request(browser) and "decontaminate" not in last_request(browser)
+    assert by_id(browser, "target-done").text == "Kept the subject."
+    as_azure = np.asarray(result_png(browser)).astype(int)
+
+    by_id(browser, "decontaminate").click()
+    run_and_wait(browser)
+    succeeded(browser)
+    assert "decontaminate=true" in last_request(browser)
+    cleaned = np.asarray(result_png(browser)).astype(int)
+
+    # The same matte; only soft pixels change colour, and some do.
+    assert (cleaned[:, :, 3] == as_azure[:, :, 3]).all()
+    soft = (as_azure[:, :, 3] > 0) & (as_azure[:, :, 3] < 255)
+    changed = (cleaned[:, :, :3] != as_azure[:, :, :3]).any(axis=2)
+    assert soft.any() and changed[soft].any()
+    assert not changed[~soft].any()
+
+    # A matte has no colours: the option is disabled, and not sent.
+    Select(by_id(browser, "mode-select")).select_by_value("foregroundMatting")
+    assert not by_id(browser, "decontaminate").is_enabled()
+    run_and_wait(browser)
+    succeeded(browser)
+    assert "decontaminate" not in last_request(browser) and "mode=foregroundMatting" in last_request(browser)
+
+    # Left at the server's default, the page sends no target and shows what the server decided.
+    Select(by_id(browser, "target-select")).select_by_value("")
+    run_and_wait(browser)
+    succeeded(browser)
+    assert "target=" not in last_request(browser)
+    decided = browser.execute_script("return document.getElementById('target-done').textContent")
+    assert decided in ("Kept the subject.", "Kept the scene, less the sky.")
+
+
 @pytest.fixture
 def image_host(input_photo: Path):
     """A plain HTTP server on loopback (another origin than the page's) serving the input photo's folder."""
@@ -323,7 +381,9 @@ def test_phone_layout_and_keyboard(browser, fast_server, input_photo: Path) -> N
 
         # Tab reaches the controls in reading order, each with a visible focus ring.
         browser.find_element("tag name", "h1").click()  # starts keyboard navigation from the top
-        expected = "drop-zone url-input mode-select api-key remember-key run-button bg-mode bg-color download".split()
+        expected = (
+            "drop-zone url-input mode-select decontaminate target-select api-key remember-key run-button bg-mode bg-color download"
+        ).split()
         seen, rings = [], []
         for _ in expected:
             ActionChains(browser).send_keys(Keys.TAB).perform()

@@ -1,6 +1,6 @@
 "use strict";
 
-const ENDPOINT = "/computervision/imageanalysis:segment?api-version=2023-02-01-preview&mode=";
+const ENDPOINT = "/computervision/imageanalysis:segment?api-version=2023-02-01-preview";
 const KEY_STORE = "bgremoval.apiKey";
 const FORMATS = "JPEG, PNG, GIF, BMP, WEBP, ICO, TIFF";
 
@@ -11,6 +11,8 @@ const runButton = $("run-button"), statusLine = $("status"), errorBox = $("error
 const results = $("results"), original = $("original"), cutout = $("cutout"), matte = $("matte"), note = $("note");
 const download = $("download"), elapsedOut = $("elapsed"), dimensionsOut = $("dimensions");
 const bgMode = $("bg-mode"), bgColor = $("bg-color");
+const targetSelect = $("target-select"), decontaminate = $("decontaminate"), targetDone = $("target-done");
+const TARGET_WORDS = { subject: "Kept the subject.", scene: "Kept the scene, less the sky." };
 
 let file = null;
 let objectUrls = [];
@@ -86,6 +88,10 @@ async function run() {
   if (!file && !/^https?:\/\/\S+$/i.test(url)) return showError("Enter a full web address starting with https:// or http://.");
 
   const mode = modeSelect.value;
+  const query = new URLSearchParams({ mode });
+  // Left out, each option takes the server's default (BGR_TARGET, BGR_DECONTAMINATE).
+  if (targetSelect.value) query.set("target", targetSelect.value);
+  if (mode === "backgroundRemoval" && decontaminate.checked) query.set("decontaminate", "true");
   const headers = {};
   const key = apiKey.value.trim();
   saveKey();
@@ -108,7 +114,7 @@ async function run() {
   try {
     let response;
     try {
-      response = await fetch(ENDPOINT + mode, { method: "POST", headers, body });
+      response = await fetch(`${ENDPOINT}&${query}`, { method: "POST", headers, body });
     } catch {
       throw new Error("We couldn't reach the server. Check your connection and try again.");
     }
@@ -116,6 +122,7 @@ async function run() {
     const png = await response.blob();
     const elapsed = Math.round(performance.now() - started);
     await showResult(png, mode, source, elapsed);
+    targetDone.textContent = TARGET_WORDS[response.headers.get("x-segment-target")] || "";
     statusLine.textContent = `Done in ${elapsed} ms.`;
   } catch (error) {
     if (source.src.startsWith("blob:")) URL.revokeObjectURL(source.src);
@@ -166,6 +173,7 @@ function describeBadRequest(message, source) {
   if (/url is not accessible/i.test(message)) return "We couldn't download that URL. Check that it's a public link straight to an image.";
   if (/content type/i.test(message)) return "That kind of file can't be sent. Choose an image file.";
   if (/mode is invalid/i.test(message)) return "This server doesn't support that mode.";
+  if (/no sky network/i.test(message)) return "This server can't tell sky from scene. Choose to keep the subject instead.";
   if (/valid JSON/i.test(message)) return "That URL couldn't be sent. Check it and try again.";
   return "The server couldn't use that picture.";
 }
@@ -246,6 +254,13 @@ function baseName(name) {
   }
   return last.replace(/\.[^.]*$/, "").replace(/[^\w.-]+/g, "_").slice(0, 80) || "image";
 }
+
+// Edge colours are a cut-out's; a matte has none.
+function syncDecontaminate() {
+  decontaminate.disabled = modeSelect.value !== "backgroundRemoval";
+}
+modeSelect.addEventListener("change", syncDecontaminate);
+syncDecontaminate();
 
 // --- cut-out background ---------------------------------------------------
 
