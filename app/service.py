@@ -91,6 +91,7 @@ class SegmentService:
         scene_rule: SceneRule | None = None,
         default_target: TargetChoice = "auto",
         decontaminate: bool = False,
+        input_filter: Image.Resampling = Image.Resampling.BILINEAR,
     ) -> None:
         """``scene_rule`` is None when there is no sky network: every image is then a subject."""
         self._batcher = batcher
@@ -99,6 +100,7 @@ class SegmentService:
         self._decontaminate = decontaminate
         self._on_input = on_input
         self._resolution = resolution
+        self._input_filter = input_filter  # how images are resized to the model's input
         self._cpu_slots = asyncio.Semaphore(decode_concurrency)
         self._pixel_budget = pixel_budget
         self._png_compression = png_compression
@@ -116,11 +118,11 @@ class SegmentService:
                 if rgb.shape[:2] != (out_h, out_w):
                     rgb = np.asarray(Image.fromarray(rgb).resize((out_w, out_h), Image.LANCZOS, reducing_gap=3.0))
                 if mode == "foregroundMatting":
-                    return Prepared(rgb, info.width, info.height, model_input(rgb, self._resolution))
-                return Prepared(rgb, out_w, out_h, model_input(rgb, self._resolution))
+                    return Prepared(rgb, info.width, info.height, model_input(rgb, self._resolution, self._input_filter))
+                return Prepared(rgb, out_w, out_h, model_input(rgb, self._resolution, self._input_filter))
             # foregroundMatting of a subject needs the pixels only at the model's size, and the output's size.
             image = decode_image(data, (self._resolution, self._resolution))
-            return Prepared(None, info.width, info.height, model_input(image.rgb, self._resolution))
+            return Prepared(None, info.width, info.height, model_input(image.rgb, self._resolution, self._input_filter))
 
     def _alpha(self, prepared: Prepared, analysis: Analysis, choice: TargetChoice) -> tuple[np.ndarray, Target, SceneMeasures | None]:
         measures = None
@@ -168,6 +170,7 @@ class SegmentService:
             scene_rule=SceneRule() if engine.sky_model is not None else None,
             default_target=settings.target,  # type: ignore[arg-type]  # validated by Settings
             decontaminate=settings.decontaminate,
+            input_filter=engine.input_filter,
         )
 
     @property

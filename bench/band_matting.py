@@ -55,11 +55,10 @@ def trimap(matte: np.ndarray, band: int) -> np.ndarray:
 
 def band_matte(rgb: np.ndarray, matte: np.ndarray, band: int) -> np.ndarray:
     """The matte with its unknown band solved by closed-form matting (the matte itself where the trimap lacks a side)."""
-    from pymatting import estimate_alpha_cf
-
     tri = trimap(matte, band)
     if not (tri == 1).any() or not (tri == 0).any():
         return matte
+    from pymatting import estimate_alpha_cf  # the bench extra: only this benchmark needs it
     with contextlib.redirect_stdout(io.StringIO()):  # its preconditioner's fallback warnings
         alpha = estimate_alpha_cf(rgb.astype(np.float64) / 255, tri)
     return np.clip(alpha, 0, 1).astype(np.float32)

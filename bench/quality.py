@@ -10,8 +10,9 @@ published graph within 2e-5, tests/test_parity.py), so only the pipelines around
 - ours (the service, `default`): antialiased bilinear resize to 1024², (x - 128) / 256; sigmoid;
   bilinear upsample; variants add the baseline's min-max stretch, flip TTA (probabilities or
   logits averaged), a second pass at 768² fused the same two ways (and, logits averaged, with both
-  passes resized by Lanczos), guided-filter upsampling, and the baseline's Lanczos resampling on
-  the way in, on the way out, or both.
+  passes resized by Lanczos; and as the service runs it with BGR_SECOND_RESOLUTION=768),
+  guided-filter upsampling, and the baseline's Lanczos resampling on the way in, on the way out,
+  or both.
 
 Model outputs are cached per image (``--cache``), so variants of the post-processing are cheap.
 Prints MAE, MSE, SAD, Grad, IoU@0.5 and seconds per image per set and overall; writes JSON and
@@ -21,6 +22,7 @@ a contact sheet (image, baseline, ours, ground truth).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import csv
 import json
 import sys
@@ -83,8 +85,14 @@ def second_scale_logits(engine: MattingEngine, rgb: np.ndarray, lanczos: bool = 
     return up[0, 0].numpy()
 
 
+def served_two_passes(engine: MattingEngine, rgb: np.ndarray) -> np.ndarray:
+    """The service's matte with BGR_SECOND_RESOLUTION=SECOND_SCALE: Lanczos to SIZE², the second input made from it on the device."""
+    two_pass = dataclasses.replace(engine, second_resolution=SECOND_SCALE)
+    return two_pass.predict(model_input(rgb, SIZE, two_pass.input_filter)[None])[0]
+
+
 def cached_logits(path: Path, compute: Callable[[], np.ndarray]) -> np.ndarray:
-    """Logits saved at ``path`` (fp16), or computed and saved there."""
+    """Logits (or any map) saved at ``path`` (fp16), or computed and saved there."""
     if path.exists():
         return np.load(path)["plain"]
     computed = compute()
@@ -119,8 +127,8 @@ def lanczos_up(prob: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.clip(np.rint(np.asarray(resized) * 255), 0, 255).astype(np.float32) / 255
 
 
-def variants(rgb: np.ndarray, plain: np.ndarray, flipped: np.ndarray, lanczos_in: np.ndarray,
-             second_scale: np.ndarray, lanczos_second_scale: np.ndarray) -> dict[str, tuple[np.ndarray, float, float]]:
+def variants(rgb: np.ndarray, plain: np.ndarray, flipped: np.ndarray, lanczos_in: np.ndarray, second_scale: np.ndarray,
+             lanczos_second_scale: np.ndarray, served_two: np.ndarray) -> dict[str, tuple[np.ndarray, float, float]]:
     """name -> (matte at image size, post-processing seconds, model passes at 1024²)."""
     height, width = rgb.shape[:2]
     out: dict[str, tuple[np.ndarray, float, float]] = {}
@@ -135,6 +143,8 @@ def variants(rgb: np.ndarray, plain: np.ndarray, flipped: np.ndarray, lanczos_in
         "scales-logits": (sig((plain + second_scale) / 2), 1 + (SECOND_SCALE / SIZE) ** 2),
         # Both scales resized with Lanczos, as the baseline resizes its one pass.
         "lanczos-scales-logits": (sig((lanczos_in + lanczos_second_scale) / 2), 1 + (SECOND_SCALE / SIZE) ** 2),
+        # The same as the service runs it (BGR_SECOND_RESOLUTION): the second input resized on the device from the first.
+        "served-two-passes": (served_two, 1 + (SECOND_SCALE / SIZE) ** 2),
     }
     image = torch.from_numpy(np.array(rgb)).permute(2, 0, 1)[None].float() / 255
     for name, (prob, passes) in fused.items():
@@ -230,7 +240,9 @@ def main(argv: list[str] | None = None) -> int:
             args.cache / f"{stem}__s{SECOND_SCALE}lanczos.npz", lambda: second_scale_logits(engine, rgb, lanczos=True)
         )
         rows.append({"config": "baseline", "set": pair["set"], "id": pair["id"], **score(base, gt), "seconds": base_s})
-        ours = variants(rgb, *(x.astype(np.float32) for x in (plain, flipped, lanczos_in, second_scale, lanczos_second_scale)))
+        served_two = cached_logits(args.cache / f"{stem}__served{SECOND_SCALE}.npz", lambda: served_two_passes(engine, rgb))
+        maps = (plain, flipped, lanczos_in, second_scale, lanczos_second_scale, served_two)
+        ours = variants(rgb, *(x.astype(np.float32) for x in maps))
         for name, (matte, post_s, passes) in ours.items():
             # Time per image: decode-to-matte as the service runs it (model passes + pre/post-processing).
             rows.append({"config": name, "set": pair["set"], "id": pair["id"], **score(matte, gt), "seconds": passes * pass_s + post_s})

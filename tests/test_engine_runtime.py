@@ -120,3 +120,63 @@ def test_no_native_bf16_without_avx512_or_avx_ne_convert():
     if {"avx512bw", "avx512vl", "avx512dq"} <= flags or "avx_ne_convert" in flags:
         pytest.skip("this CPU may have native bf16")
     assert cpu_has_native_bf16() is False
+
+
+def test_a_second_pass_averages_the_logits_of_both_scales(ort_engine):
+    """BGR_SECOND_RESOLUTION: the matte is the sigmoid of the mean of both passes' logits, the second upsampled."""
+    import dataclasses
+
+    import torch.nn.functional as F
+    from PIL import Image
+
+    two_pass = dataclasses.replace(ort_engine, second_resolution=64)
+    assert two_pass.input_filter == Image.Resampling.LANCZOS and ort_engine.input_filter == Image.Resampling.BILINEAR
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (2, RESOLUTION, RESOLUTION, 3), dtype=np.uint8)
+
+    batch = torch.from_numpy(images).permute(0, 3, 1, 2).float()
+    small = F.interpolate(batch, size=(64, 64), mode="bicubic", antialias=True, align_corners=False).clamp(0, 255)
+    first = ort_engine.model((batch - 128) / 256)
+    second = F.interpolate(ort_engine.model((small - 128) / 256), size=(RESOLUTION, RESOLUTION), mode="bilinear", align_corners=False)
+    expected = torch.sigmoid((first + second) / 2)[:, 0].numpy()
+
+    mattes = two_pass.predict(images)
+    np.testing.assert_allclose(mattes, expected, atol=1e-5)
+    assert np.abs(mattes - ort_engine.predict(images)).max() > 1e-3  # the second pass does change the matte
+    assert [a.matte.shape for a in two_pass.analyse(images)] == [(RESOLUTION, RESOLUTION)] * 2
+
+
+@pytest.mark.parametrize("second", [-32, 40, RESOLUTION, 2 * RESOLUTION])
+def test_second_resolution_is_a_multiple_of_32_below_the_first(second):
+    with pytest.raises(SettingsError, match="BGR_SECOND_RESOLUTION"):
+        Settings(resolution=RESOLUTION, second_resolution=second).validate()
+    Settings(resolution=RESOLUTION, second_resolution=0).validate()
+    Settings(resolution=RESOLUTION, second_resolution=RESOLUTION - 32).validate()
+
+
+def test_the_server_runs_the_second_pass_on_lanczos_inputs(weights, tmp_path):
+    """End to end: a server with BGR_SECOND_RESOLUTION answers with what the two-pass engine gives for its input."""
+    from PIL import Image
+
+    from app.inference.pipeline import matte_at_size, model_input
+    from conftest import FAST, SEGMENT, photo, png_bytes, read_png, start_server, stop_server
+
+    picture = photo((200, 150))
+    running = start_server({**FAST, "BGR_SECOND_RESOLUTION": "32", "BGR_TARGET": "subject"}, tmp_path / "server.log")
+    try:
+        with running.client() as client:
+            response = client.post(
+                SEGMENT,
+                params={"api-version": "2023-02-01-preview", "mode": "foregroundMatting"},
+                content=png_bytes(picture),  # PNG: decoded at full size, then resized to the model
+                headers={"Content-Type": "application/octet-stream"},
+            )
+    finally:
+        stop_server(running)
+    assert response.status_code == 200, response.text
+    served = np.asarray(read_png(response.content).convert("L")).astype(int)
+
+    local = MattingEngine.from_settings(Settings(weights=weights, device="cpu", resolution=int(FAST["BGR_RESOLUTION"]), second_resolution=32, target="subject"))
+    rgb = np.asarray(picture.convert("RGB"))
+    matte = local.predict(model_input(rgb, local.resolution, Image.Resampling.LANCZOS)[None])[0]
+    assert np.abs(served - matte_at_size(matte, *picture.size).astype(int)).max() <= 1

@@ -6,11 +6,11 @@ import numpy as np
 from PIL import Image
 
 
-def model_input(rgb: np.ndarray, resolution: int) -> np.ndarray:
-    """H x W x 3 uint8 -> resolution x resolution x 3 uint8 (antialiased bilinear; the aspect is not kept, as in training)."""
+def model_input(rgb: np.ndarray, resolution: int, resample: Image.Resampling = Image.Resampling.BILINEAR) -> np.ndarray:
+    """H x W x 3 uint8 -> resolution x resolution x 3 uint8 (antialiased; the aspect is not kept, as in training)."""
     if rgb.shape[:2] == (resolution, resolution):
         return rgb
-    return np.asarray(Image.fromarray(rgb).resize((resolution, resolution), Image.BILINEAR))
+    return np.asarray(Image.fromarray(rgb).resize((resolution, resolution), resample))
 
 
 def matte_at_size(matte: np.ndarray, width: int, height: int) -> np.ndarray:
