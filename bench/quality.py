@@ -22,8 +22,8 @@ a contact sheet (image, baseline, ours, ground truth).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import csv
+import dataclasses
 import json
 import sys
 import time
