@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from quality import METRICS, add_pair_arguments, cached_outputs, manifest_found, read_pairs, score, summarise  # noqa: E402
+from quality import METRICS, add_pair_arguments, cached_outputs, manifest_found, read_pairs, score, sigmoid, summarise  # noqa: E402
 
 from app.inference.engine import MattingEngine  # noqa: E402
 from app.inference.pipeline import matte_at_size  # noqa: E402
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         rgb = np.asarray(Image.open(args.manifest.parent / pair["image"]).convert("RGB"))
         gt = load_gray(args.manifest.parent / pair["gt"])
         _, _, plain, _, _ = cached_outputs(engine, rgb, args.cache / f"{pair['set']}__{pair['id']}.npz")
-        prob = 0.5 * (1 + np.tanh(plain.astype(np.float32) / 2))
+        prob = sigmoid(plain.astype(np.float32))
         matte = matte_at_size(prob, rgb.shape[1], rgb.shape[0]).astype(np.float32) / 255
         key = {"set": pair["set"], "id": pair["id"]}
         rows.append({"config": "default", **key, **score(matte, gt), "seconds": 0.0})

@@ -60,10 +60,15 @@ def baseline(engine: MattingEngine, rgb: np.ndarray) -> tuple[np.ndarray, float]
     started = time.perf_counter()
     small = np.asarray(Image.fromarray(rgb).resize((SIZE, SIZE), Image.LANCZOS), dtype=np.float32)
     x = (small / max(small.max(), 1e-6) - 0.5).transpose(2, 0, 1)[None]
-    pred = 0.5 * (1 + np.tanh(logits(engine, x)[0] / 2))
+    pred = sigmoid(logits(engine, x)[0])
     pred = (pred - pred.min()) / (pred.max() - pred.min())
     mask = Image.fromarray((pred * 255).astype(np.uint8)).resize((rgb.shape[1], rgb.shape[0]), Image.LANCZOS)
     return np.asarray(mask, dtype=np.float32) / 255, time.perf_counter() - started
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    """Logits to probabilities, written so it cannot overflow."""
+    return 0.5 * (1 + np.tanh(z / 2))
 
 
 def our_input(small: np.ndarray) -> np.ndarray:
@@ -132,7 +137,7 @@ def variants(rgb: np.ndarray, plain: np.ndarray, flipped: np.ndarray, lanczos_in
     """name -> (matte at image size, post-processing seconds, model passes at 1024²)."""
     height, width = rgb.shape[:2]
     out: dict[str, tuple[np.ndarray, float, float]] = {}
-    sig = lambda z: 0.5 * (1 + np.tanh(z / 2))  # noqa: E731  (a sigmoid that cannot overflow)
+    sig = sigmoid
     stretch = lambda p: (p - p.min()) / max(float(p.max() - p.min()), 1e-6)  # noqa: E731  (the baseline's min-max stretch)
     fused = {
         "default": (sig(plain), 1),
