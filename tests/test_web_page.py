@@ -219,7 +219,7 @@ def test_target_and_clean_edge_colours(browser, fast_server, input_photo: Path) 
     Select(by_id(browser, "target-select")).select_by_value("subject")
     run_and_wait(browser)
     succeeded(browser)
-    assert "target=subject" in last_request(browser) and "decontaminate" not in last_request(browser)
+    assert "target=subject" in last_request(browser) and "decontaminate=false" in last_request(browser)
     assert by_id(browser, "target-done").text == "Kept the subject."
     as_azure = np.asarray(result_png(browser)).astype(int)
 
@@ -250,6 +250,29 @@ def test_target_and_clean_edge_colours(browser, fast_server, input_photo: Path) 
     assert "target=" not in last_request(browser)
     decided = browser.execute_script("return document.getElementById('target-done').textContent")
     assert decided in ("Kept the subject.", "Kept the scene, less the sky.")
+
+
+def test_an_unticked_clean_edge_colours_box_overrides_a_cleaning_server(browser, input_photo: Path, tmp_path: Path) -> None:
+    """With BGR_DECONTAMINATE=true, the page still gives Azure's colours while its box is empty."""
+    from conftest import FAST, start_server, stop_server
+
+    server = start_server({**FAST, "BGR_DECONTAMINATE": "true", "BGR_TARGET": "subject"}, tmp_path / "server.log")
+    try:
+        open_page(browser, server)
+        choose(browser, input_photo, "backgroundRemoval")
+        run_and_wait(browser)
+        succeeded(browser)
+        assert "decontaminate=false" in last_request(browser)
+        unticked = np.asarray(result_png(browser)).astype(int)
+        by_id(browser, "decontaminate").click()
+        run_and_wait(browser)
+        succeeded(browser)
+        cleaned = np.asarray(result_png(browser)).astype(int)
+    finally:
+        stop_server(server)
+    soft = (unticked[:, :, 3] > 0) & (unticked[:, :, 3] < 255)
+    assert (cleaned[:, :, 3] == unticked[:, :, 3]).all()
+    assert (cleaned[:, :, :3] != unticked[:, :, :3]).any(axis=2)[soft].any()  # the server's default would have cleaned them
 
 
 @pytest.fixture

@@ -89,9 +89,10 @@ async function run() {
 
   const mode = modeSelect.value;
   const query = new URLSearchParams({ mode });
-  // Left out, each option takes the server's default (BGR_TARGET, BGR_DECONTAMINATE).
+  // "Server's default" leaves the target out, so BGR_TARGET applies. The checkbox has no such
+  // third state, so it always says what it shows: unticked is "false", whatever BGR_DECONTAMINATE is.
   if (targetSelect.value) query.set("target", targetSelect.value);
-  if (mode === "backgroundRemoval" && decontaminate.checked) query.set("decontaminate", "true");
+  if (mode === "backgroundRemoval") query.set("decontaminate", String(decontaminate.checked));
   const headers = {};
   const key = apiKey.value.trim();
   saveKey();
