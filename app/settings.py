@@ -36,7 +36,7 @@ class Settings:
     dtype: str = "auto"  # auto (fp16 on CUDA, fp32 on CPU) | float32 | float16 | bfloat16
     runtime: str = "auto"  # auto (onnxruntime for fp32 on the CPU when installed, else torch) | torch | onnxruntime
     resolution: int = 1024  # the model's square input side, a multiple of 32
-    second_resolution: int = 0  # 0: one model pass; else a second pass at this side, logits averaged (inputs resized with Lanczos)
+    second_resolution: str = "auto"  # auto (3/4 of the side on a GPU, none on the CPU) | 0 (one pass) | a side: a second pass, logits averaged
     max_batch_size: int = 0  # most images per model call; 0: 8 on a GPU, 1 on the CPU (where a batch only costs memory)
     max_batch_wait_ms: float = 5.0
     queue_size: int = 64  # requests waiting for the model; beyond it, 429
@@ -87,8 +87,13 @@ class Settings:
     def validate(self) -> None:
         if self.resolution <= 0 or self.resolution % 32:
             raise SettingsError("BGR_RESOLUTION must be a positive multiple of 32")
-        if self.second_resolution < 0 or self.second_resolution % 32 or self.second_resolution >= self.resolution:
-            raise SettingsError("BGR_SECOND_RESOLUTION must be 0 (one pass) or a multiple of 32 below BGR_RESOLUTION")
+        if self.second_resolution != "auto":
+            try:
+                side = int(self.second_resolution)
+            except ValueError:
+                side = -1
+            if side < 0 or side % 32 or side >= self.resolution:
+                raise SettingsError("BGR_SECOND_RESOLUTION must be auto, 0 (one pass) or a multiple of 32 below BGR_RESOLUTION")
         if self.max_batch_size < 0:
             raise SettingsError("BGR_MAX_BATCH_SIZE must be 0 (automatic) or more")
         if min(self.queue_size, self.decode_concurrency, self.max_pixels_in_flight) < 1:

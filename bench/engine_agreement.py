@@ -93,7 +93,7 @@ def overrides(pairs: list[str]) -> dict[str, object]:
 
 def matte(engine: MattingEngine, rgb: np.ndarray) -> tuple[np.ndarray, float]:
     started = time.perf_counter()
-    raw = engine.predict(model_input(rgb, engine.resolution)[None])[0]
+    raw = engine.predict(model_input(rgb, engine.resolution, engine.input_filter)[None])[0]
     seconds = time.perf_counter() - started
     return matte_at_size(raw, rgb.shape[1], rgb.shape[0]).astype(np.float32) / 255, seconds
 

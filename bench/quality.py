@@ -7,12 +7,13 @@ published graph within 2e-5, tests/test_parity.py), so only the pipelines around
 
 - baseline (rembg's dis_custom session): Lanczos resize to 1024², divide by the image maximum,
   subtract 0.5; min-max stretch of the prediction; 8-bit truncation; Lanczos upsample.
-- ours (the service, `default`): antialiased bilinear resize to 1024², (x - 128) / 256; sigmoid;
-  bilinear upsample; variants add the baseline's min-max stretch, flip TTA (probabilities or
-  logits averaged), a second pass at 768² fused the same two ways (and, logits averaged, with both
-  passes resized by Lanczos; and as the service runs it with BGR_SECOND_RESOLUTION=768),
-  guided-filter upsampling, and the baseline's Lanczos resampling on the way in, on the way out,
-  or both.
+- ours (the service on the CPU, `default`): antialiased bilinear resize to 1024², (x - 128) / 256;
+  sigmoid; bilinear upsample; variants add the baseline's min-max stretch, flip TTA (probabilities
+  or logits averaged), a second pass at 768² fused the same two ways (and, logits averaged, with
+  both passes resized by Lanczos; and `served-two-passes`, as the service runs it on a GPU, where
+  BGR_SECOND_RESOLUTION=auto means 768), guided-filter upsampling, the baseline's Lanczos
+  resampling on the way in, on the way out, or both, and one pass at 768² alone (as
+  BGR_RESOLUTION=768 serves it on the CPU, and with Lanczos).
 
 Model outputs are cached per image (``--cache``), so variants of the post-processing are cheap.
 Prints MAE, MSE, SAD, Grad, IoU@0.5 and seconds per image per set and overall; writes JSON and
@@ -77,7 +78,7 @@ def our_input(small: np.ndarray) -> np.ndarray:
 
 def lanczos_logits(engine: MattingEngine, rgb: np.ndarray) -> np.ndarray:
     """Logits for our preprocessing with the baseline's Lanczos resize instead of antialiased bilinear."""
-    return logits(engine, our_input(np.asarray(Image.fromarray(rgb).resize((SIZE, SIZE), Image.LANCZOS))))[0]
+    return logits(engine, our_input(model_input(rgb, SIZE, Image.LANCZOS)))[0]
 
 
 SECOND_SCALE = 768  # a second pass at 0.56x the pixels: the multi-scale variants cost 1.56 passes
@@ -85,7 +86,7 @@ SECOND_SCALE = 768  # a second pass at 0.56x the pixels: the multi-scale variant
 
 def second_scale_logits(engine: MattingEngine, rgb: np.ndarray, lanczos: bool = False) -> np.ndarray:
     """Our preprocessing at SECOND_SCALE² (antialiased bilinear, or Lanczos), the logits brought back to SIZE² (bilinear)."""
-    small = np.asarray(Image.fromarray(rgb).resize((SECOND_SCALE,) * 2, Image.LANCZOS)) if lanczos else model_input(rgb, SECOND_SCALE)
+    small = model_input(rgb, SECOND_SCALE, Image.LANCZOS if lanczos else Image.BILINEAR)
     up = F.interpolate(torch.from_numpy(logits(engine, our_input(small)))[None], size=(SIZE, SIZE), mode="bilinear", align_corners=False)
     return up[0, 0].numpy()
 
@@ -93,7 +94,13 @@ def second_scale_logits(engine: MattingEngine, rgb: np.ndarray, lanczos: bool = 
 def served_two_passes(engine: MattingEngine, rgb: np.ndarray) -> np.ndarray:
     """The service's matte with BGR_SECOND_RESOLUTION=SECOND_SCALE: Lanczos to SIZE², the second input made from it on the device."""
     two_pass = dataclasses.replace(engine, second_resolution=SECOND_SCALE)
-    return two_pass.predict(model_input(rgb, SIZE, two_pass.input_filter)[None])[0]
+    return two_pass.predict(model_input(rgb, SIZE, Image.LANCZOS)[None])[0]
+
+
+def timed(step: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    step()
+    return time.perf_counter() - started
 
 
 def cached_logits(path: Path, compute: Callable[[], np.ndarray]) -> np.ndarray:
@@ -107,7 +114,7 @@ def cached_logits(path: Path, compute: Callable[[], np.ndarray]) -> np.ndarray:
 
 def our_logits(engine: MattingEngine, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     """Plain and flipped logits for our preprocessing, and seconds for one model pass."""
-    x = our_input(model_input(rgb, SIZE))
+    x = our_input(model_input(rgb, SIZE, Image.BILINEAR))
     started = time.perf_counter()
     plain = logits(engine, x)[0]
     seconds = time.perf_counter() - started
@@ -133,37 +140,43 @@ def lanczos_up(prob: np.ndarray, width: int, height: int) -> np.ndarray:
 
 
 def variants(rgb: np.ndarray, plain: np.ndarray, flipped: np.ndarray, lanczos_in: np.ndarray, second_scale: np.ndarray,
-             lanczos_second_scale: np.ndarray, served_two: np.ndarray) -> dict[str, tuple[np.ndarray, float, float]]:
-    """name -> (matte at image size, post-processing seconds, model passes at 1024²)."""
+             lanczos_second_scale: np.ndarray, served_two: np.ndarray) -> dict[str, tuple[np.ndarray, float, float, bool]]:
+    """name -> (matte at image size, post-processing seconds, model passes at 1024², whether its input is resized with Lanczos)."""
     height, width = rgb.shape[:2]
-    out: dict[str, tuple[np.ndarray, float, float]] = {}
+    out: dict[str, tuple[np.ndarray, float, float, bool]] = {}
     sig = sigmoid
     stretch = lambda p: (p - p.min()) / max(float(p.max() - p.min()), 1e-6)  # noqa: E731  (the baseline's min-max stretch)
+    two = 1 + (SECOND_SCALE / SIZE) ** 2  # model passes of two scales
     fused = {
-        "default": (sig(plain), 1),
-        "stretch": (stretch(sig(plain)), 1),
-        "flip": ((sig(plain) + sig(flipped)) / 2, 2),
-        "flip-logits": (sig((plain + flipped) / 2), 2),  # fused before the sigmoid: confident passes weigh more
-        "scales": ((sig(plain) + sig(second_scale)) / 2, 1 + (SECOND_SCALE / SIZE) ** 2),
-        "scales-logits": (sig((plain + second_scale) / 2), 1 + (SECOND_SCALE / SIZE) ** 2),
+        "default": (sig(plain), 1, False),
+        "stretch": (stretch(sig(plain)), 1, False),
+        "flip": ((sig(plain) + sig(flipped)) / 2, 2, False),
+        "flip-logits": (sig((plain + flipped) / 2), 2, False),  # fused before the sigmoid: confident passes weigh more
+        "scales": ((sig(plain) + sig(second_scale)) / 2, two, False),
+        "scales-logits": (sig((plain + second_scale) / 2), two, False),
         # Both scales resized with Lanczos, as the baseline resizes its one pass.
-        "lanczos-scales-logits": (sig((lanczos_in + lanczos_second_scale) / 2), 1 + (SECOND_SCALE / SIZE) ** 2),
+        "lanczos-scales-logits": (sig((lanczos_in + lanczos_second_scale) / 2), two, True),
         # The same as the service runs it (BGR_SECOND_RESOLUTION): the second input resized on the device from the first.
-        "served-two-passes": (served_two, 1 + (SECOND_SCALE / SIZE) ** 2),
+        "served-two-passes": (served_two, two, True),
     }
     image = torch.from_numpy(np.array(rgb)).permute(2, 0, 1)[None].float() / 255
-    for name, (prob, passes) in fused.items():
+    for name, (prob, passes, lanczos) in fused.items():
         started = time.perf_counter()
-        out[name] = (matte_at_size(prob, width, height).astype(np.float32) / 255, time.perf_counter() - started, passes)
+        out[name] = (matte_at_size(prob, width, height).astype(np.float32) / 255, time.perf_counter() - started, passes, lanczos)
         started = time.perf_counter()
         refined = upsample_guided(torch.from_numpy(prob.astype(np.float32))[None, None], image)[0, 0].numpy()
-        out[f"{name}+guided"] = (np.round(refined * 255) / 255, time.perf_counter() - started, passes)
+        out[f"{name}+guided"] = (np.round(refined * 255) / 255, time.perf_counter() - started, passes, lanczos)
     # The baseline's resampling filters, one side at a time: which of them explains its lead on soft mattes?
-    for name, prob, up in (("lanczos-out", sig(plain), lanczos_up), ("lanczos-in", sig(lanczos_in), None),
-                           ("lanczos-in+out", sig(lanczos_in), lanczos_up)):
+    # And one pass at the second scale alone (BGR_RESOLUTION=768 serves the bilinear one): the cheaper model input.
+    small = (SECOND_SCALE / SIZE) ** 2
+    for name, prob, up, passes, lanczos in (("lanczos-out", sig(plain), lanczos_up, 1, False),
+                                            ("lanczos-in", sig(lanczos_in), None, 1, True),
+                                            ("lanczos-in+out", sig(lanczos_in), lanczos_up, 1, True),
+                                            ("one-pass-768", sig(second_scale), None, small, False),
+                                            ("one-pass-768-lanczos", sig(lanczos_second_scale), None, small, True)):
         started = time.perf_counter()
         matte = up(prob, width, height) if up else matte_at_size(prob, width, height).astype(np.float32) / 255
-        out[name] = (matte, time.perf_counter() - started, 1)
+        out[name] = (matte, time.perf_counter() - started, passes, lanczos)
     return out
 
 
@@ -248,11 +261,13 @@ def main(argv: list[str] | None = None) -> int:
         served_two = cached_logits(args.cache / f"{stem}__served{SECOND_SCALE}.npz", lambda: served_two_passes(engine, rgb))
         maps = (plain, flipped, lanczos_in, second_scale, lanczos_second_scale, served_two)
         ours = variants(rgb, *(x.astype(np.float32) for x in maps))
-        for name, (matte, post_s, passes) in ours.items():
-            # Time per image: decode-to-matte as the service runs it (model passes + pre/post-processing).
-            rows.append({"config": name, "set": pair["set"], "id": pair["id"], **score(matte, gt), "seconds": passes * pass_s + post_s})
+        resize_s = {lanczos: timed(lambda: model_input(rgb, SIZE, Image.LANCZOS if lanczos else Image.BILINEAR)) for lanczos in (False, True)}
+        for name, (matte, post_s, passes, lanczos) in ours.items():
+            # Time per image as the service spends it after decoding: the resize in, the model passes, the post-processing.
+            seconds = resize_s[lanczos] + passes * pass_s + post_s
+            rows.append({"config": name, "set": pair["set"], "id": pair["id"], **score(matte, gt), "seconds": seconds})
         if pair["set"] == "alphamatting_lowres" and len(samples) < 6:
-            samples.append((rgb, base, ours["flip+guided"][0], gt))
+            samples.append((rgb, base, ours["default"][0], gt))
         print(f"\r{index}/{len(pairs)} pairs", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
     summary = summarise(rows)

@@ -12,7 +12,9 @@ Three groups, each scored with IoU at 0.5 against what Azure would return:
 
 Model outputs are cached per image, so changing the rule or the refinement is cheap; ``--measures``
 writes every image's measured quantities as CSV for choosing thresholds; ``--sky-resolution`` runs the sky
-network at another input size (cached separately). ``--timing N`` also times
+network at another input size (cached separately). The service's settings come from the
+environment as the service reads them: ``BGR_SECOND_RESOLUTION=768`` routes on the two-pass
+matte a GPU serves by default (cached separately too). ``--timing N`` also times
 IS-Net alone against IS-Net plus the sky network on N images.
 """
 
@@ -99,11 +101,12 @@ def iou(alpha: np.ndarray, keep: np.ndarray, counted: np.ndarray) -> float:
 
 
 def analysed(engine: MattingEngine, case: Case, rgb: np.ndarray, cache: Path) -> Analysis:
-    path = cache / f"sky{engine.sky_resolution}" / case.set / f"{case.name}.npz"
+    two_passes = f"-second{engine.second_resolution}" if engine.second_resolution else ""
+    path = cache / f"sky{engine.sky_resolution}{two_passes}" / case.set / f"{case.name}.npz"
     if path.exists():
         stored = np.load(path)
         return Analysis(stored["matte"].astype(np.float32) / 65535, stored["sky"].astype(np.float32) / 65535)
-    analysis = engine.analyse(model_input(rgb, engine.resolution)[None])[0]
+    analysis = engine.analyse(model_input(rgb, engine.resolution, engine.input_filter)[None])[0]
     assert analysis.sky is not None, "the sky network is not loaded: run `python -m app.weights fetch`"
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(path, matte=np.rint(analysis.matte * 65535).astype(np.uint16), sky=np.rint(analysis.sky * 65535).astype(np.uint16))
@@ -111,7 +114,7 @@ def analysed(engine: MattingEngine, case: Case, rgb: np.ndarray, cache: Path) ->
 
 
 def timing(engine: MattingEngine, images: list[np.ndarray]) -> dict[str, float]:
-    batches = [model_input(rgb, engine.resolution)[None] for rgb in images]
+    batches = [model_input(rgb, engine.resolution, engine.input_filter)[None] for rgb in images]
     engine.analyse(batches[0])
     sky_model, results = engine.sky_model, {}
     for label, model in (("isnet", None), ("isnet+sky", sky_model)):
@@ -134,7 +137,7 @@ def main() -> None:
     parser.add_argument("--sky-resolution", type=int, default=SKY_SERVING_RESOLUTION, help="side of the sky network's input (served: %(default)s)")
     args = parser.parse_args()
 
-    engine = MattingEngine.from_settings(Settings())
+    engine = MattingEngine.from_settings(Settings.from_env())  # BGR_SECOND_RESOLUTION=768: as a GPU serves it
     engine.sky_resolution = args.sky_resolution
     rule = SceneRule()
     rows = []

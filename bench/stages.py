@@ -50,7 +50,7 @@ def main() -> None:
     engine = MattingEngine.from_settings(settings)
     data = make_jpeg(args.megapixels, ROOT / "bench" / "results" / "inputs").read_bytes()
     rgb = decode_image(data, None).rgb
-    small = model_input(rgb, engine.resolution)
+    small = model_input(rgb, engine.resolution, engine.input_filter)
     batch = engine._to_device(small[None])
     analysis = engine.analyse(small[None])[0]
     height, width = rgb.shape[:2]
@@ -58,8 +58,9 @@ def main() -> None:
 
     stages = {
         "probe + decode": lambda: (probe_image(data), decode_image(data, None)),
-        "model input (resize to the model)": lambda: model_input(rgb, engine.resolution),
+        f"model input (resize to the model, {engine.input_filter.name.lower()})": lambda: model_input(rgb, engine.resolution, engine.input_filter),
         # .cpu(): on a GPU the call only queues the work; the copy back waits for it to finish.
+        # With a second pass (BGR_SECOND_RESOLUTION) this is both passes.
         "IS-Net": lambda: engine._matte(batch).cpu(),
         "sky network": (lambda: engine._sky(batch).cpu()) if engine.sky_model is not None else None,
         "scene measures": (lambda: measure(analysis.matte, analysis.sky)) if analysis.sky is not None else None,
@@ -67,13 +68,14 @@ def main() -> None:
         f"RGBA PNG (level {settings.png_compression})": lambda: b"".join(iter_rgba_png(cutout(rgb, alpha), settings.png_compression)),
         f"matte PNG (level {settings.matte_png_compression})": lambda: b"".join(iter_matte_png(alpha, settings.matte_png_compression)),
     }
-    print(f"{width} x {height} JPEG, {engine.runtime} on {engine.device}, {torch.get_num_threads()} threads")
+    second = f", second pass at {engine.second_resolution}²" if engine.second_resolution else ""
+    print(f"{width} x {height} JPEG, {engine.runtime} on {engine.device}{second}, {torch.get_num_threads()} threads")
     results = {}
     with torch.inference_mode():
         for name, step in stages.items():
             if step is not None:
                 results[name] = median_seconds(step, args.repeats)
-                print(f"{name:36s} {results[name]:7.3f} s", flush=True)
+                print(f"{name:44s} {results[name]:7.3f} s", flush=True)
     model = results["IS-Net"] + results.get("sky network", 0.0)
     rest = {
         "backgroundRemoval": sum(v for k, v in results.items() if k not in ("IS-Net", "sky network") and not k.startswith("matte PNG")),

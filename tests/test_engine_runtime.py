@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from app.inference.engine import GPU_BATCH_SIZE, SKY_SERVING_RESOLUTION, MattingEngine, cpu_has_native_bf16, pick_batch_size, pick_runtime
+from app.inference.engine import GPU_BATCH_SIZE, SKY_SERVING_RESOLUTION, MattingEngine, cpu_has_native_bf16, pick_batch_size, pick_runtime, pick_second_resolution
 from app.inference.ort_backend import OrtModel, onnx_name
 from app.settings import Settings, SettingsError
 from app.weights.__main__ import export_graphs
@@ -146,23 +146,40 @@ def test_a_second_pass_averages_the_logits_of_both_scales(ort_engine):
     assert [a.matte.shape for a in two_pass.analyse(images)] == [(RESOLUTION, RESOLUTION)] * 2
 
 
-@pytest.mark.parametrize("second", [-32, 40, RESOLUTION, 2 * RESOLUTION])
-def test_second_resolution_is_a_multiple_of_32_below_the_first(second):
+@pytest.mark.parametrize("second", ["-32", "40", str(RESOLUTION), str(2 * RESOLUTION), "off", "", "7.5e2"])
+def test_second_resolution_is_auto_or_a_multiple_of_32_below_the_first(second):
     with pytest.raises(SettingsError, match="BGR_SECOND_RESOLUTION"):
         Settings(resolution=RESOLUTION, second_resolution=second).validate()
-    Settings(resolution=RESOLUTION, second_resolution=0).validate()
-    Settings(resolution=RESOLUTION, second_resolution=RESOLUTION - 32).validate()
+    for valid in ("auto", "0", str(RESOLUTION - 32)):
+        Settings(resolution=RESOLUTION, second_resolution=valid).validate()
 
 
-def test_the_server_runs_the_second_pass_on_lanczos_inputs(weights, tmp_path):
-    """End to end: a server with BGR_SECOND_RESOLUTION answers with what the two-pass engine gives for its input."""
+def test_the_second_pass_is_on_by_default_on_a_gpu_only(weights):
+    from PIL import Image
+
+    assert Settings().second_resolution == "auto"
+    assert pick_second_resolution("auto", 1024, torch.device("cuda")) == 768
+    assert pick_second_resolution("auto", 1024, torch.device("cpu")) == 0
+    assert pick_second_resolution("auto", 96, torch.device("cuda")) == 64  # 3/4 of the side, down to a multiple of 32
+    assert pick_second_resolution("auto", 32, torch.device("cuda")) == 0  # nothing below 32 to run
+    assert pick_second_resolution("0", 1024, torch.device("cuda")) == 0  # what the operator sets wins
+    assert pick_second_resolution("512", 1024, torch.device("cpu")) == 512
+    engine = MattingEngine.from_settings(Settings.from_env({"BGR_WEIGHTS": str(weights), "BGR_DEVICE": "cpu", "BGR_RESOLUTION": "64", "BGR_TARGET": "subject"}))
+    assert engine.second_resolution == 0 and engine.input_filter == Image.Resampling.BILINEAR
+
+
+@pytest.mark.parametrize("second", ["0", "32"])
+def test_the_server_resizes_as_the_engine_asks_for_one_pass_or_two(weights, tmp_path, second):
+    """End to end: the server answers with what the engine gives for its input, resized with bilinear for one pass, Lanczos for two."""
     from PIL import Image
 
     from app.inference.pipeline import matte_at_size, model_input
     from conftest import FAST, SEGMENT, photo, png_bytes, read_png, start_server, stop_server
 
-    picture = photo((200, 150))
-    running = start_server({**FAST, "BGR_SECOND_RESOLUTION": "32", "BGR_TARGET": "subject"}, tmp_path / "server.log")
+    # Grain makes the two resampling filters give different model inputs (on a smooth picture they nearly agree).
+    grain = np.random.default_rng(2).integers(-80, 80, (150, 200, 3))
+    picture = Image.fromarray(np.clip(np.asarray(photo((200, 150))).astype(int) + grain, 0, 255).astype(np.uint8))
+    running = start_server({**FAST, "BGR_SECOND_RESOLUTION": second, "BGR_TARGET": "subject"}, tmp_path / "server.log")
     try:
         with running.client() as client:
             response = client.post(
@@ -176,7 +193,8 @@ def test_the_server_runs_the_second_pass_on_lanczos_inputs(weights, tmp_path):
     assert response.status_code == 200, response.text
     served = np.asarray(read_png(response.content).convert("L")).astype(int)
 
-    local = MattingEngine.from_settings(Settings(weights=weights, device="cpu", resolution=int(FAST["BGR_RESOLUTION"]), second_resolution=32, target="subject"))
+    local = MattingEngine.from_settings(Settings(weights=weights, device="cpu", resolution=int(FAST["BGR_RESOLUTION"]), second_resolution=second, target="subject"))
     rgb = np.asarray(picture.convert("RGB"))
-    matte = local.predict(model_input(rgb, local.resolution, Image.Resampling.LANCZOS)[None])[0]
+    assert local.input_filter == (Image.Resampling.LANCZOS if second != "0" else Image.Resampling.BILINEAR)
+    matte = local.predict(model_input(rgb, local.resolution, local.input_filter)[None])[0]
     assert np.abs(served - matte_at_size(matte, *picture.size).astype(int)).max() <= 1
