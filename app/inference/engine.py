@@ -62,7 +62,7 @@ def pick_second_resolution(configured: str, resolution: int, device: torch.devic
     the model's work and a Lanczos resize in place of a bilinear one. On a GPU the model is a
     small part of a request (a 2 MP cut-out: 7 ms on the device beside about 170 ms of CPU work,
     BENCHMARKS.md "GPU"), so that is cheap; on a CPU the model is most of a request, and the
-    pass would cost half as much again per image.
+    pass costs over a third more per image (IS-Net on a 2 MP photo: 3.67 s against 2.67 s).
     """
     if configured != "auto":
         return int(configured)
