@@ -144,18 +144,19 @@ def variants(rgb: np.ndarray, plain: np.ndarray, flipped: np.ndarray, lanczos_in
     """name -> (matte at image size, post-processing seconds, model passes at 1024², whether its input is resized with Lanczos)."""
     height, width = rgb.shape[:2]
     out: dict[str, tuple[np.ndarray, float, float, bool]] = {}
-    sig = sigmoid
     stretch = lambda p: (p - p.min()) / max(float(p.max() - p.min()), 1e-6)  # noqa: E731  (the baseline's min-max stretch)
-    two = 1 + (SECOND_SCALE / SIZE) ** 2  # model passes of two scales
+    second = (SECOND_SCALE / SIZE) ** 2  # a pass at the second scale, in passes at SIZE²
+    two = 1 + second
+    plain_prob, lanczos_prob = sigmoid(plain), sigmoid(lanczos_in)
     fused = {
-        "default": (sig(plain), 1, False),
-        "stretch": (stretch(sig(plain)), 1, False),
-        "flip": ((sig(plain) + sig(flipped)) / 2, 2, False),
-        "flip-logits": (sig((plain + flipped) / 2), 2, False),  # fused before the sigmoid: confident passes weigh more
-        "scales": ((sig(plain) + sig(second_scale)) / 2, two, False),
-        "scales-logits": (sig((plain + second_scale) / 2), two, False),
+        "default": (plain_prob, 1, False),
+        "stretch": (stretch(plain_prob), 1, False),
+        "flip": ((plain_prob + sigmoid(flipped)) / 2, 2, False),
+        "flip-logits": (sigmoid((plain + flipped) / 2), 2, False),  # fused before the sigmoid: confident passes weigh more
+        "scales": ((plain_prob + sigmoid(second_scale)) / 2, two, False),
+        "scales-logits": (sigmoid((plain + second_scale) / 2), two, False),
         # Both scales resized with Lanczos, as the baseline resizes its one pass.
-        "lanczos-scales-logits": (sig((lanczos_in + lanczos_second_scale) / 2), two, True),
+        "lanczos-scales-logits": (sigmoid((lanczos_in + lanczos_second_scale) / 2), two, True),
         # The same as the service runs it (BGR_SECOND_RESOLUTION): the second input resized on the device from the first.
         "served-two-passes": (served_two, two, True),
     }
@@ -168,12 +169,11 @@ def variants(rgb: np.ndarray, plain: np.ndarray, flipped: np.ndarray, lanczos_in
         out[f"{name}+guided"] = (np.round(refined * 255) / 255, time.perf_counter() - started, passes, lanczos)
     # The baseline's resampling filters, one side at a time: which of them explains its lead on soft mattes?
     # And one pass at the second scale alone (BGR_RESOLUTION=768 serves the bilinear one): the cheaper model input.
-    small = (SECOND_SCALE / SIZE) ** 2
-    for name, prob, up, passes, lanczos in (("lanczos-out", sig(plain), lanczos_up, 1, False),
-                                            ("lanczos-in", sig(lanczos_in), None, 1, True),
-                                            ("lanczos-in+out", sig(lanczos_in), lanczos_up, 1, True),
-                                            ("one-pass-768", sig(second_scale), None, small, False),
-                                            ("one-pass-768-lanczos", sig(lanczos_second_scale), None, small, True)):
+    for name, prob, up, passes, lanczos in (("lanczos-out", plain_prob, lanczos_up, 1, False),
+                                            ("lanczos-in", lanczos_prob, None, 1, True),
+                                            ("lanczos-in+out", lanczos_prob, lanczos_up, 1, True),
+                                            ("one-pass-768", sigmoid(second_scale), None, second, False),
+                                            ("one-pass-768-lanczos", sigmoid(lanczos_second_scale), None, second, True)):
         started = time.perf_counter()
         matte = up(prob, width, height) if up else matte_at_size(prob, width, height).astype(np.float32) / 255
         out[name] = (matte, time.perf_counter() - started, passes, lanczos)
