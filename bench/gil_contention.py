@@ -78,8 +78,10 @@ def main() -> None:
         "model input (resize to 1024²)": lambda: model_input(rgb, 1024),
         "matte at output size": lambda: matte_at_size(matte, width, height),
         "cut-out (RGBA)": lambda: cutout(rgb, alpha),
-        "RGBA PNG, level 1": lambda: b"".join(iter_rgba_png(rgba, 1)),
-        "matte PNG, level 6": lambda: b"".join(iter_matte_png(alpha, 6)),
+        "RGBA PNG, level 2 (ISA-L, the default)": lambda: b"".join(iter_rgba_png(rgba, 2)),
+        "RGBA PNG, level 4 (zlib)": lambda: b"".join(iter_rgba_png(rgba, 4)),
+        "matte PNG, level 2 (ISA-L)": lambda: b"".join(iter_matte_png(alpha, 2)),
+        "matte PNG, level 6 (zlib, the default)": lambda: b"".join(iter_matte_png(alpha, 6)),
     }
     print(f"{width} x {height}, switch interval {args.switch_interval_ms:g} ms; milliseconds per call")
     print(f"{'stage':40s} {'alone':>8s} {'beside a busy thread':>22s}")

@@ -1,4 +1,4 @@
-"""The README stays true to the code: every setting is in its settings table."""
+"""The README stays true to the code: every setting is in its settings table, with its default."""
 
 from __future__ import annotations
 
@@ -15,3 +15,20 @@ def test_every_setting_has_a_row_in_the_readme_table():
     rows = set(re.findall(r"^\| `(BGR_[A-Z0-9_]+)` \|", README.read_text(), flags=re.MULTILINE))
     settings = {f"BGR_{field.name.upper()}" for field in dataclasses.fields(Settings)}
     assert settings - rows == set()
+
+
+def test_every_default_in_the_readme_table_is_the_codes():
+    documented = dict(re.findall(r"^\| `(BGR_[A-Z0-9_]+)` \| ([^|]*?) \|", README.read_text(), flags=re.MULTILINE))
+    defaults = Settings()
+    for field in dataclasses.fields(Settings):
+        name = f"BGR_{field.name.upper()}"
+        value = documented[name]
+        if value == "(none)":
+            assert not getattr(defaults, field.name), name
+            continue
+        default = getattr(defaults, field.name)
+        if isinstance(default, Path):  # documented relative to the checkout
+            assert README.parent / value.strip("`") == default, name
+            continue
+        as_set = Settings.from_env({name: value.strip("`")})
+        assert getattr(as_set, field.name) == default, f"{name}: README says {value}"

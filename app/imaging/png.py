@@ -6,22 +6,30 @@
 - Both: gAMA, sRGB and cHRM right after IHDR, IDAT in 8192-byte chunks, no other chunks.
 
 The encoder is a generator so responses stream: rows are filtered and deflated in
-bands with zlib, and each full IDAT chunk is yielded as soon as it exists. Byte-identical
+bands, and each full IDAT chunk is yielded as soon as it exists. Byte-identical
 output with Azure is not a goal; RGBA rows use the Up filter (cheap in numpy, close
-to libpng's adaptive choice on photos), matte rows use None as Azure's do.
+to libpng's adaptive choice on photos), matte rows use None as Azure's do (and at
+zlib's level 6 a matte comes out byte for byte as Azure's).
+
+Levels follow zlib's 0-9 scale. Levels 1 and 2 deflate with ISA-L (``isal``), whose levels 1 and 2
+compress photos about as well as zlib's 1-3 at 4-6 times the speed (bench/png_levels.py); 0 (stored)
+and 3-9 are zlib's own (ISA-L's level 3 was slower than its 2 and no smaller).
 """
 
 from __future__ import annotations
 
 import struct
 import zlib
-from typing import Iterator
+from typing import Iterator, Protocol
 
 import numpy as np
+from isal import isal_zlib
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 IDAT_SIZE = 8192
-BAND_ROWS = 128
+# Rows are filtered and deflated a band at a time. Each band is a few C calls that let go of the GIL and
+# must take it back; a few large bands cost far less under load than many small ones (BENCHMARKS.md).
+BAND_BYTES = 4 << 20
 _GAMA = struct.pack(">I", 45455)
 _SRGB = b"\x00"
 _CHRM = struct.pack(">8I", 31270, 32900, 64000, 33000, 30000, 60000, 15000, 6000)
@@ -65,34 +73,51 @@ def _filtered_band(pixels: np.ndarray, start: int, stop: int, use_up: bool) -> b
     return out.tobytes()
 
 
-def _stream(header: bytes, pixels: np.ndarray, use_up: bool, level: int) -> Iterator[bytes]:
+class Deflater(Protocol):
+    def compress(self, data: bytes, /) -> bytes: ...
+    def flush(self) -> bytes: ...
+
+
+FAST_LEVELS = range(1, 3)  # the levels ISA-L deflates
+
+
+def compressor(level: int, filtered: bool) -> Deflater:
+    """A zlib-format deflate stream at ``level`` (0-9); ``filtered``: the rows carry PNG filter deltas."""
+    if not 0 <= level <= 9:
+        raise ValueError("level must be 0-9")
+    if level in FAST_LEVELS:
+        return isal_zlib.compressobj(level)
+    return zlib.compressobj(level, zlib.DEFLATED, 15, 8, zlib.Z_FILTERED if filtered else zlib.Z_DEFAULT_STRATEGY)
+
+
+def _stream(header: bytes, pixels: np.ndarray, use_up: bool, deflate: Deflater) -> Iterator[bytes]:
     yield header
-    compressor = zlib.compressobj(level, zlib.DEFLATED, 15, 8, zlib.Z_FILTERED if use_up else zlib.Z_DEFAULT_STRATEGY)
     pending = bytearray()
     height = pixels.shape[0]
-    for start in range(0, height, BAND_ROWS):
-        pending += compressor.compress(_filtered_band(pixels, start, min(start + BAND_ROWS, height), use_up))
+    band_rows = max(1, BAND_BYTES // pixels.shape[1])
+    for start in range(0, height, band_rows):
+        pending += deflate.compress(_filtered_band(pixels, start, min(start + band_rows, height), use_up))
         if len(pending) >= IDAT_SIZE:
             whole = len(pending) - len(pending) % IDAT_SIZE
             yield b"".join(chunk(b"IDAT", bytes(pending[i : i + IDAT_SIZE])) for i in range(0, whole, IDAT_SIZE))
             del pending[:whole]
-    pending += compressor.flush()
+    pending += deflate.flush()
     tail = b"".join(chunk(b"IDAT", bytes(pending[i : i + IDAT_SIZE])) for i in range(0, len(pending), IDAT_SIZE))
     yield tail + chunk(b"IEND", b"")
 
 
-def iter_rgba_png(rgba: np.ndarray, level: int = 6) -> Iterator[bytes]:
-    """Stream an H x W x 4 uint8 array as an RGBA PNG."""
+def iter_rgba_png(rgba: np.ndarray, level: int) -> Iterator[bytes]:
+    """Stream an H x W x 4 uint8 array as an RGBA PNG, deflated at ``level`` (0-9)."""
     height, width, channels = rgba.shape
     if channels != 4 or rgba.dtype != np.uint8:
         raise ValueError("expected H x W x 4 uint8")
-    return _stream(_header(width, height, 6), rgba.reshape(height, width * 4), True, level)
+    return _stream(_header(width, height, 6), rgba.reshape(height, width * 4), True, compressor(level, filtered=True))
 
 
-def iter_matte_png(matte: np.ndarray, level: int = 6) -> Iterator[bytes]:
-    """Stream an H x W uint8 matte as an indexed PNG with a grey palette."""
+def iter_matte_png(matte: np.ndarray, level: int) -> Iterator[bytes]:
+    """Stream an H x W uint8 matte as an indexed PNG with a grey palette, deflated at ``level`` (0-9)."""
     if matte.ndim != 2 or matte.dtype != np.uint8:
         raise ValueError("expected H x W uint8")
     height, width = matte.shape
     header = _header(width, height, 3) + chunk(b"PLTE", _GREY_PALETTE)
-    return _stream(header, matte, False, level)
+    return _stream(header, matte, False, compressor(level, filtered=False))

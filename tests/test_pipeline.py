@@ -1,0 +1,43 @@
+"""Around the model: the matte brought to the output's size, and the cut-out made from it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from app.inference.pipeline import cutout, matte_at_size
+
+
+def reference_matte(matte: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Bilinear in float, then scaled, clipped and rounded half to even in float64."""
+    resized = np.asarray(Image.fromarray(matte.astype(np.float32), mode="F").resize((width, height), Image.BILINEAR), dtype=np.float64)
+    return np.clip(np.rint(resized * 255.0), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("size", [(1732, 1155), (64, 900), (1, 1), (4096, 3)])
+def test_the_matte_at_size_is_the_rounded_bilinear_matte(size):
+    rng = np.random.default_rng(size[0])
+    matte = np.clip(rng.normal(0.5, 0.6, (1024, 1024)), -0.2, 1.2).astype(np.float32)  # out of range too
+    out = matte_at_size(matte, *size)
+    expected = reference_matte(matte, *size)
+    assert out.dtype == np.uint8 and out.shape == (size[1], size[0])
+    difference = np.abs(out.astype(int) - expected)
+    assert difference.max() <= 1  # float rounding of the two orders of operations
+    assert (difference > 0).mean() < 1e-3
+
+
+def test_solid_areas_stay_exactly_transparent_or_opaque():
+    matte = np.zeros((1024, 1024), np.float32)
+    matte[:, 512:] = 1.0
+    matte[:100] = -0.3  # a network's logit-free output can overshoot
+    matte[-100:, 512:] = 1.4
+    out = matte_at_size(matte, 3000, 2000)
+    assert (out[:150] == 0).all() and (out[300:, :1400] == 0).all() and (out[300:, 1600:] == 255).all()
+
+
+def test_the_cutout_keeps_the_photos_colours_and_takes_the_matte_as_alpha():
+    rgb = np.random.default_rng(3).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    alpha = np.random.default_rng(4).integers(0, 256, (37, 53), dtype=np.uint8)
+    rgba = cutout(rgb, alpha)
+    assert np.array_equal(rgba[:, :, :3], rgb) and np.array_equal(rgba[:, :, 3], alpha)
