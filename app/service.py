@@ -25,7 +25,7 @@ from app.imaging.png import iter_matte_png, iter_rgba_png
 from app.inference.batcher import Batcher, BatchFailedError, BatcherStoppedError, QueueFullError
 from app.inference.engine import Analysis, MattingEngine
 from app.inference.foreground import estimate_foreground
-from app.inference.pipeline import cutout, matte_at_size, model_input
+from app.inference.pipeline import matte_at_size, model_input
 from app.inference.scene import SceneMeasures, SceneRule, Target, measure, scene_alpha
 from app.pixel_budget import PixelBudget
 from app.settings import Settings
@@ -147,7 +147,7 @@ class SegmentService:
             return Composed(iter_matte_png(alpha, self._matte_png_compression), target, measures)
         assert prepared.rgb is not None
         colours = estimate_foreground(prepared.rgb, alpha) if decontaminate else prepared.rgb
-        return Composed(iter_rgba_png(cutout(colours, alpha), self._png_compression), target, measures)
+        return Composed(iter_rgba_png(colours, alpha, self._png_compression), target, measures)
 
     @classmethod
     def from_settings(

@@ -67,8 +67,7 @@ def main() -> None:
     for pair in pairs:
         rgb = decode_image((args.manifest.parent / pair["image"]).read_bytes(), None).rgb
         alpha = (load_gray(args.manifest.parent / pair["gt"]) * 255).round().astype(np.uint8)
-        rgba = np.dstack([rgb, alpha])
-        cutouts.append(filtered_rows(b"".join(iter_rgba_png(rgba, 0))))
+        cutouts.append(filtered_rows(b"".join(iter_rgba_png(rgb, alpha, 0))))
         mattes.append(filtered_rows(b"".join(iter_matte_png(alpha, 0))))
     pixels = sum(len(rows) for rows in mattes)
     print(f"{len(pairs)} photos, {pixels / 1e6:.1f} MP in all; deflate time summed over them, best of {args.repeats}")

@@ -25,7 +25,7 @@ from inputs import make_jpeg  # noqa: E402
 from app.imaging.decode import decode_image, probe_image  # noqa: E402
 from app.imaging.png import iter_matte_png, iter_rgba_png  # noqa: E402
 from app.inference.engine import MattingEngine  # noqa: E402
-from app.inference.pipeline import cutout, matte_at_size, model_input  # noqa: E402
+from app.inference.pipeline import matte_at_size, model_input  # noqa: E402
 from app.inference.scene import measure  # noqa: E402
 from app.settings import Settings  # noqa: E402
 
@@ -65,7 +65,7 @@ def main() -> None:
         "sky network": (lambda: engine._sky(batch).cpu()) if engine.sky_model is not None else None,
         "scene measures": (lambda: measure(analysis.matte, analysis.sky)) if analysis.sky is not None else None,
         "matte at output size": lambda: matte_at_size(analysis.matte, width, height),
-        f"RGBA PNG (level {settings.png_compression})": lambda: b"".join(iter_rgba_png(cutout(rgb, alpha), settings.png_compression)),
+        f"RGBA PNG (level {settings.png_compression})": lambda: b"".join(iter_rgba_png(rgb, alpha, settings.png_compression)),
         f"matte PNG (level {settings.matte_png_compression})": lambda: b"".join(iter_matte_png(alpha, settings.matte_png_compression)),
     }
     second = f", second pass at {engine.second_resolution}²" if engine.second_resolution else ""

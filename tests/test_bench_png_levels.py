@@ -25,7 +25,7 @@ def test_the_rows_are_the_filtered_scanlines():
     rows = np.frombuffer(filtered_rows(b"".join(iter_matte_png(matte, 0))), np.uint8).reshape(40, 31)
     assert (rows[:, 0] == 0).all() and np.array_equal(rows[:, 1:], matte)
     rgba = np.random.default_rng(1).integers(0, 256, (20, 10, 4), dtype=np.uint8)
-    rows = np.frombuffer(filtered_rows(b"".join(iter_rgba_png(rgba, 0))), np.uint8).reshape(20, 41)
+    rows = np.frombuffer(filtered_rows(b"".join(iter_rgba_png(rgba[:, :, :3], rgba[:, :, 3], 0))), np.uint8).reshape(20, 41)
     assert (rows[:, 0] == 2).all()  # Up: each row less the one above
     assert np.array_equal(np.cumsum(rows[:, 1:], axis=0, dtype=np.uint8), rgba.reshape(20, 40))
 

@@ -1,4 +1,4 @@
-"""Around the model: the matte brought to the output's size, and the cut-out made from it."""
+"""Around the model: the matte brought to the output's size."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.inference.pipeline import cutout, matte_at_size
+from app.inference.pipeline import matte_at_size
 
 
 def reference_matte(matte: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -34,10 +34,3 @@ def test_solid_areas_stay_exactly_transparent_or_opaque():
     matte[-100:, 512:] = 1.4
     out = matte_at_size(matte, 3000, 2000)
     assert (out[:150] == 0).all() and (out[300:, :1400] == 0).all() and (out[300:, 1600:] == 255).all()
-
-
-def test_the_cutout_keeps_the_photos_colours_and_takes_the_matte_as_alpha():
-    rgb = np.random.default_rng(3).integers(0, 256, (37, 53, 3), dtype=np.uint8)
-    alpha = np.random.default_rng(4).integers(0, 256, (37, 53), dtype=np.uint8)
-    rgba = cutout(rgb, alpha)
-    assert np.array_equal(rgba[:, :, :3], rgb) and np.array_equal(rgba[:, :, 3], alpha)

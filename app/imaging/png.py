@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import struct
 import zlib
-from typing import Iterator, Protocol
+from functools import partial
+from typing import Callable, Iterator, Protocol
 
 import numpy as np
 from isal import isal_zlib
@@ -59,18 +60,35 @@ def _header(width: int, height: int, colour_type: int) -> bytes:
     return SIGNATURE + chunk(b"IHDR", ihdr) + chunk(b"gAMA", _GAMA) + chunk(b"sRGB", _SRGB) + chunk(b"cHRM", _CHRM)
 
 
-def _filtered_band(pixels: np.ndarray, start: int, stop: int, use_up: bool) -> bytes:
-    """Rows [start, stop) of an H x (W*C) uint8 array, each prefixed by its filter byte."""
-    rows = pixels[start:stop]
-    out = np.empty((rows.shape[0], rows.shape[1] + 1), dtype=np.uint8)
-    if use_up:
-        out[:, 0] = 2
-        previous = pixels[start - 1 : stop - 1] if start > 0 else np.concatenate((np.zeros_like(rows[:1]), rows[:-1]))
-        np.subtract(rows, previous, out=out[:, 1:], casting="unsafe")
-    else:
-        out[:, 0] = 0
-        out[:, 1:] = rows
-    return out.tobytes()
+def _up_filtered(planes: tuple[np.ndarray, ...], start: int, stop: int) -> np.ndarray:
+    """Rows [start, stop) of the image whose pixels interleave ``planes`` (each H x W x C), Up-filtered.
+
+    Each output row is filter byte 2, then every byte less the byte above it (the first row less zeros).
+    The planes are interleaved straight into the filtered rows, so a cut-out's RGBA is never built whole.
+    """
+    rows, width = stop - start, planes[0].shape[1]
+    channels = [plane.shape[2] for plane in planes]
+    out = np.empty((rows, width * sum(channels) + 1), dtype=np.uint8)
+    out[:, 0] = 2
+    pixels = out[:, 1:].reshape(rows, width, sum(channels))
+    offset = 0
+    for plane, count in zip(planes, channels, strict=True):
+        target = pixels[:, :, offset : offset + count]
+        if start == 0:
+            target[0] = plane[0]
+            np.subtract(plane[1:stop], plane[: stop - 1], out=target[1:], casting="unsafe")
+        else:
+            np.subtract(plane[start:stop], plane[start - 1 : stop - 1], out=target, casting="unsafe")
+        offset += count
+    return out
+
+
+def _unfiltered(matte: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """Rows [start, stop) of an H x W matte, each after filter byte 0 (None)."""
+    out = np.empty((stop - start, matte.shape[1] + 1), dtype=np.uint8)
+    out[:, 0] = 0
+    out[:, 1:] = matte[start:stop]
+    return out
 
 
 class Deflater(Protocol):
@@ -90,13 +108,12 @@ def compressor(level: int, filtered: bool) -> Deflater:
     return zlib.compressobj(level, zlib.DEFLATED, 15, 8, zlib.Z_FILTERED if filtered else zlib.Z_DEFAULT_STRATEGY)
 
 
-def _stream(header: bytes, pixels: np.ndarray, use_up: bool, deflate: Deflater) -> Iterator[bytes]:
+def _stream(header: bytes, height: int, row_bytes: int, band: Callable[[int, int], np.ndarray], deflate: Deflater) -> Iterator[bytes]:
     yield header
     pending = bytearray()
-    height = pixels.shape[0]
-    band_rows = max(1, BAND_BYTES // pixels.shape[1])
+    band_rows = max(1, BAND_BYTES // row_bytes)
     for start in range(0, height, band_rows):
-        pending += deflate.compress(_filtered_band(pixels, start, min(start + band_rows, height), use_up))
+        pending += deflate.compress(band(start, min(start + band_rows, height)))  # the array's buffer, not a copy
         if len(pending) >= IDAT_SIZE:
             whole = len(pending) - len(pending) % IDAT_SIZE
             yield b"".join(chunk(b"IDAT", bytes(pending[i : i + IDAT_SIZE])) for i in range(0, whole, IDAT_SIZE))
@@ -106,12 +123,15 @@ def _stream(header: bytes, pixels: np.ndarray, use_up: bool, deflate: Deflater) 
     yield tail + chunk(b"IEND", b"")
 
 
-def iter_rgba_png(rgba: np.ndarray, level: int) -> Iterator[bytes]:
-    """Stream an H x W x 4 uint8 array as an RGBA PNG, deflated at ``level`` (0-9)."""
-    height, width, channels = rgba.shape
-    if channels != 4 or rgba.dtype != np.uint8:
-        raise ValueError("expected H x W x 4 uint8")
-    return _stream(_header(width, height, 6), rgba.reshape(height, width * 4), True, compressor(level, filtered=True))
+def iter_rgba_png(rgb: np.ndarray, alpha: np.ndarray, level: int) -> Iterator[bytes]:
+    """Stream a cut-out, H x W x 3 uint8 colours with an H x W uint8 alpha, as an RGBA PNG deflated at ``level`` (0-9)."""
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError("expected H x W x 3 uint8 colours")
+    if alpha.shape != rgb.shape[:2] or alpha.dtype != np.uint8:
+        raise ValueError("expected an H x W uint8 alpha the colours' size")
+    height, width = alpha.shape
+    band = partial(_up_filtered, (rgb, alpha[:, :, None]))
+    return _stream(_header(width, height, 6), height, width * 4, band, compressor(level, filtered=True))
 
 
 def iter_matte_png(matte: np.ndarray, level: int) -> Iterator[bytes]:
@@ -120,4 +140,4 @@ def iter_matte_png(matte: np.ndarray, level: int) -> Iterator[bytes]:
         raise ValueError("expected H x W uint8")
     height, width = matte.shape
     header = _header(width, height, 3) + chunk(b"PLTE", _GREY_PALETTE)
-    return _stream(header, matte, False, compressor(level, filtered=False))
+    return _stream(header, height, width, partial(_unfiltered, matte), compressor(level, filtered=False))

@@ -22,11 +22,3 @@ def matte_at_size(matte: np.ndarray, width: int, height: int) -> np.ndarray:
     """
     scaled = np.asarray(matte, dtype=np.float32) * np.float32(255.0) + np.float32(0.5)
     return np.asarray(Image.fromarray(scaled, mode="F").resize((width, height), Image.BILINEAR).convert("L"))
-
-
-def cutout(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """Straight-alpha RGBA: the RGB is kept exactly, the matte becomes alpha."""
-    rgba = np.empty((*rgb.shape[:2], 4), dtype=np.uint8)
-    rgba[:, :, :3] = rgb
-    rgba[:, :, 3] = alpha
-    return rgba
