@@ -24,7 +24,7 @@ from isal import isal_zlib
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from app.imaging.decode import decode_image  # noqa: E402
-from app.imaging.png import BAND_BYTES, iter_matte_png, iter_rgba_png  # noqa: E402
+from app.imaging.png import BAND_BYTES, iter_matte_png, iter_rgba_png, zlib_compressor  # noqa: E402
 from app.quality import load_gray  # noqa: E402
 
 ISAL_LEVELS = range(isal_zlib.ISAL_BEST_COMPRESSION + 1)
@@ -43,10 +43,7 @@ def filtered_rows(png: bytes) -> bytes:
 
 def deflate(rows: bytes, library: str, level: int, filtered: bool) -> int:
     """Compressed size, fed in the encoder's band size."""
-    if library == "isal":
-        stream = isal_zlib.compressobj(level)
-    else:
-        stream = zlib.compressobj(level, zlib.DEFLATED, 15, 8, zlib.Z_FILTERED if filtered else zlib.Z_DEFAULT_STRATEGY)
+    stream = isal_zlib.compressobj(level) if library == "isal" else zlib_compressor(level, filtered)
     size = sum(len(stream.compress(rows[start : start + BAND_BYTES])) for start in range(0, len(rows), BAND_BYTES))
     return size + len(stream.flush())
 

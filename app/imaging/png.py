@@ -99,13 +99,18 @@ class Deflater(Protocol):
 FAST_LEVELS = range(1, 3)  # the levels ISA-L deflates
 
 
+def zlib_compressor(level: int, filtered: bool) -> Deflater:
+    """zlib's deflate stream at ``level`` (0-9), tuned for PNG filter deltas when ``filtered``."""
+    return zlib.compressobj(level, zlib.DEFLATED, 15, 8, zlib.Z_FILTERED if filtered else zlib.Z_DEFAULT_STRATEGY)
+
+
 def compressor(level: int, filtered: bool) -> Deflater:
     """A zlib-format deflate stream at ``level`` (0-9); ``filtered``: the rows carry PNG filter deltas."""
     if not 0 <= level <= 9:
         raise ValueError("level must be 0-9")
     if level in FAST_LEVELS:
         return isal_zlib.compressobj(level)
-    return zlib.compressobj(level, zlib.DEFLATED, 15, 8, zlib.Z_FILTERED if filtered else zlib.Z_DEFAULT_STRATEGY)
+    return zlib_compressor(level, filtered)
 
 
 def _stream(header: bytes, height: int, row_bytes: int, band: Callable[[int, int], np.ndarray], deflate: Deflater) -> Iterator[bytes]:
