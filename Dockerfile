@@ -51,8 +51,9 @@ WORKDIR /src
 # Only the weights tool (and the modules the converters match layers against and export the
 # CPU runtime's ONNX graphs from), so that other
 # code changes do not redo the conversion. The sky network is downloaded from its source
-# repository at the pinned commit, hashes checked; build with --build-arg SKY=off to leave it
-# out (scene handling is then off), or put its two files in a folder and pass SKY_SOURCE.
+# repository at the pinned commit, hashes checked, and the person detector the scene rule asks is
+# taken out of the mediapipe wheel (`pip download`, SHA-256 checked); build with --build-arg
+# SKY=off to leave both out (scene handling is then off).
 ARG SKY=on
 COPY app/__init__.py app/__init__.py
 COPY app/weights app/weights
@@ -63,6 +64,7 @@ RUN python -m app.weights fetch \
         --cache /tmp/bgremoval-cache \
         --output /weights/isnet-general.safetensors \
         --sky-output /weights/sky-u2netp.safetensors \
+        --person-output /weights/person-detector.tflite \
         --sky "$SKY" \
     && rm -rf /tmp/bgremoval-cache \
     && chmod 0644 /weights/*
@@ -93,6 +95,7 @@ ENV BGR_HOST=0.0.0.0 \
     BGR_PORT=5000 \
     BGR_WEIGHTS=/opt/bgremoval/model_weights/isnet-general.safetensors \
     BGR_SKY_WEIGHTS=/opt/bgremoval/model_weights/sky-u2netp.safetensors \
+    BGR_PERSON_WEIGHTS=/opt/bgremoval/model_weights/person-detector.tflite \
     HOME=/home/app
 
 RUN useradd --system --no-log-init --uid 10001 --user-group --create-home --home-dir /home/app app

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable, Iterator, Literal, get_args
 
 import numpy as np
@@ -25,6 +26,7 @@ from app.imaging.png import iter_matte_png, iter_rgba_png
 from app.inference.batcher import Batcher, BatchFailedError, BatcherStoppedError, QueueFullError
 from app.inference.engine import Analysis, MattingEngine
 from app.inference.foreground import estimate_foreground
+from app.inference.person import PersonDetector
 from app.inference.pipeline import matte_at_size, model_input
 from app.inference.scene import SceneMeasures, SceneRule, Target, measure, scene_alpha
 from app.pixel_budget import PixelBudget
@@ -89,13 +91,17 @@ class SegmentService:
         retry_after_s: int,
         on_input: Callable[[int, int], None] | None = None,
         scene_rule: SceneRule | None = None,
+        person_detector: PersonDetector | None = None,
         default_target: TargetChoice = "auto",
         decontaminate: bool = False,
         input_filter: Image.Resampling = Image.Resampling.BILINEAR,
     ) -> None:
-        """``scene_rule`` is None when there is no sky network: every image is then a subject."""
+        """``scene_rule`` is None when there is no sky network or person detector: every image is then a subject."""
+        if scene_rule is not None and person_detector is None:
+            raise ValueError("the scene rule needs the person detector")
         self._batcher = batcher
         self._scene_rule = scene_rule
+        self._person_detector = person_detector
         self._default_target = default_target
         self._decontaminate = decontaminate
         self._on_input = on_input
@@ -129,8 +135,9 @@ class SegmentService:
         target: Target = "subject"
         if self._scene_rule is not None and analysis.sky is not None and choice != "subject":
             if choice == "auto":
-                measures = measure(analysis.matte, analysis.sky)
-                target = self._scene_rule.decide(measures)
+                assert prepared.rgb is not None and self._person_detector is not None
+                person_score = partial(self._person_detector.score, prepared.rgb)
+                target, measures = self._scene_rule.decide(measure(analysis.matte, analysis.sky), person_score)
             else:
                 target = "scene"
         if target == "subject":
@@ -167,7 +174,8 @@ class SegmentService:
             settings.matte_png_compression,
             settings.retry_after_s,
             on_input=on_input,
-            scene_rule=SceneRule() if engine.sky_model is not None else None,
+            scene_rule=SceneRule() if engine.sky_model is not None and engine.person_detector is not None else None,
+            person_detector=engine.person_detector,
             default_target=settings.target,  # type: ignore[arg-type]  # validated by Settings
             decontaminate=settings.decontaminate,
             input_filter=engine.input_filter,

@@ -30,6 +30,7 @@ class Settings:
     port: int = 5000
     weights: Path = PROJECT_ROOT / "model_weights" / "isnet-general.safetensors"
     sky_weights: Path = PROJECT_ROOT / "model_weights" / "sky-u2netp.safetensors"  # absent: scene handling off
+    person_weights: Path = PROJECT_ROOT / "model_weights" / "person-detector.tflite"  # absent: scene handling off (it never risks a subject)
     target: str = "auto"  # auto | subject | scene: the default when a request names no target
     decontaminate: bool = False  # estimate the foreground's colour in a cut-out's soft edges (not Azure's output)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -74,7 +75,7 @@ class Settings:
                     values[f.name] = float(raw)
                 elif isinstance(default, tuple):
                     values[f.name] = _split(raw)
-                elif f.name in ("weights", "sky_weights", "api_keys_file"):
+                elif f.name in ("weights", "sky_weights", "person_weights", "api_keys_file"):
                     values[f.name] = Path(raw)
                 else:
                     values[f.name] = raw.strip()

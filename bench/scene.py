@@ -15,18 +15,25 @@ writes every image's measured quantities as CSV for choosing thresholds; ``--sky
 network at another input size (cached separately). The service's settings come from the
 environment as the service reads them: ``BGR_SECOND_RESOLUTION=768`` routes on the two-pass
 matte a GPU serves by default (cached separately too). ``--timing N`` also times
-IS-Net alone against IS-Net plus the sky network on N images.
+IS-Net alone against IS-Net plus the sky network, and the person detector, on N images.
+
+``--choose`` checks that the served rule's thresholds generalise: it picks them again on one part
+of the photos and reports the other part with them, for each split (each half of every set, both
+ways round, and each set left out in turn). On the part it picks on, a rule must take no subject
+photo for a scene and must route Azure's two photos as Azure did; of those, it keeps the rule
+that takes the most scene photos for scenes, and the middle of that plateau.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import sys
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +49,13 @@ from app.inference.scene import SceneRule, measure, scene_alpha  # noqa: E402
 from app.settings import Settings  # noqa: E402
 
 MIN_SKY = 0.10
+# --choose's grid: the thresholds the split picks again; the rest stay the served rule's.
+GRID = {
+    "max_ground_kept": [round(0.02 + 0.01 * i, 2) for i in range(29)],
+    "min_margin_below": [round(0.20 + 0.05 * i, 2) for i in range(9)],
+    "min_sky_sure": [0.0, 0.80, 0.85, 0.90, 0.95],
+}
+SUBJECT_MANIFESTS = ("manifest.csv", "manifest-horses.csv")  # portraits, objects, clutter, soft mattes; horses outdoors
 
 
 @dataclass(frozen=True)
@@ -59,9 +73,10 @@ class Case:
 def cases(shared: Path) -> list[Case]:
     found: list[Case] = []
     evaldata = shared / "evaldata"
-    with (evaldata / "manifest.csv").open() as f:
-        for row in csv.DictReader(f):
-            found.append(Case("subject", row["set"], row["id"], evaldata / row["image"], "subject", evaldata / row["gt"], "matte"))
+    for manifest in SUBJECT_MANIFESTS:
+        with (evaldata / manifest).open() as f:
+            for row in csv.DictReader(f):
+                found.append(Case("subject", row["set"], row["id"], evaldata / row["image"], "subject", evaldata / row["gt"], "matte"))
     sky_root = shared / "evaldata-sky"
     for set_dir in sorted(p for p in sky_root.iterdir() if p.is_dir()):
         for entry in json.loads((set_dir / "index.json").read_text()):
@@ -107,7 +122,7 @@ def analysed(engine: MattingEngine, case: Case, rgb: np.ndarray, cache: Path) ->
         stored = np.load(path)
         return Analysis(stored["matte"].astype(np.float32) / 65535, stored["sky"].astype(np.float32) / 65535)
     analysis = engine.analyse(model_input(rgb, engine.resolution, engine.input_filter)[None])[0]
-    assert analysis.sky is not None, "the sky network is not loaded: run `python -m app.weights fetch`"
+    assert analysis.sky is not None, "the sky network or the person detector is not loaded: run `python -m app.weights fetch`"
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(path, matte=np.rint(analysis.matte * 65535).astype(np.uint16), sky=np.rint(analysis.sky * 65535).astype(np.uint16))
     return analysis
@@ -124,6 +139,11 @@ def timing(engine: MattingEngine, images: list[np.ndarray]) -> dict[str, float]:
             engine.analyse(batch)
         results[label] = (time.perf_counter() - started) / len(batches)
     engine.sky_model = sky_model
+    assert engine.person_detector is not None
+    started = time.perf_counter()
+    for rgb in images:
+        engine.person_detector.score(rgb)
+    results["person detector"] = (time.perf_counter() - started) / len(images)
     return results
 
 
@@ -134,6 +154,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "scene.json")
     parser.add_argument("--measures", type=Path, default=None, help="write every image's measures and scores as CSV")
     parser.add_argument("--timing", type=int, default=0, help="also time IS-Net with and without the sky network on N images")
+    parser.add_argument("--choose", action="store_true", help="pick the thresholds on one part of the photos and report the other, for each split")
     parser.add_argument("--sky-resolution", type=int, default=SKY_SERVING_RESOLUTION, help="side of the sky network's input (served: %(default)s)")
     args = parser.parse_args()
 
@@ -149,8 +170,9 @@ def main() -> None:
         height, width = keep.shape
         if rgb.shape[:2] != (height, width):  # a truth stored at another size than its photo (none known; be safe)
             rgb = np.asarray(Image.fromarray(rgb).resize((width, height), Image.LANCZOS))
-        measures = measure(analysis.matte, analysis.sky)
-        target = rule.decide(measures)
+        layout = measure(analysis.matte, analysis.sky)
+        person = engine.person_detector.score(rgb)  # asked of every photo here, so that --choose can try other rules
+        target, measures = rule.decide(layout, lambda: person)
         subject_iou = iou(matte_at_size(analysis.matte, width, height), keep, counted)
         scene_iou = iou(scene_alpha(analysis.sky, rgb), keep, counted)
         rows.append(
@@ -163,14 +185,81 @@ def main() -> None:
                 "iou": scene_iou if target == "scene" else subject_iou,
                 "iou_subject": subject_iou,
                 "iou_scene": scene_iou,
-                **vars(measures),
+                "layout": layout,
+                **vars(replace(measures, person=person)),
             }
         )
     report(rows, args)
+    if args.choose:
+        choose_and_check(rows)
     if args.timing:
         photos = [decode_image(case.image.read_bytes(), None).rgb for case in cases(args.shared)[: args.timing]]
         seconds = timing(engine, photos)
         print(f"\nseconds per image (batch 1, {engine.device}, {engine.dtype}): " + ", ".join(f"{k} {v:.3f}" for k, v in seconds.items()))
+
+
+def routed(rule: SceneRule, row: dict) -> str:
+    return rule.decide(row["layout"], lambda: row["person"])[0]
+
+
+def halves(rows: list[dict]) -> tuple[list[dict], list[dict]]:
+    """Every other photo of each set, by name, so that each half holds half of every kind."""
+    parts: tuple[list[dict], list[dict]] = ([], [])
+    for name in sorted({row["set"] for row in rows}):
+        for index, row in enumerate(sorted((r for r in rows if r["set"] == name), key=lambda r: r["name"])):
+            parts[index % 2].append(row)
+    return parts
+
+
+def pick_rule(rows: list[dict], azure: list[dict]) -> SceneRule | None:
+    """The rule with no subject photo taken for a scene and Azure's photos right that takes the most scenes; the plateau's middle."""
+    subjects = [row for row in rows if row["group"] == "subject"]
+    scenes = [row for row in rows if row["group"] == "scene"]
+    scored = []
+    for values in itertools.product(*GRID.values()):
+        rule = SceneRule(**dict(zip(GRID, values)))
+        if any(routed(rule, row) == "scene" for row in subjects) or any(routed(rule, row) != row["expected"] for row in azure):
+            continue
+        scored.append((sum(routed(rule, row) == "scene" for row in scenes), values))
+    if not scored:
+        return None
+    best = max(count for count, _ in scored)
+    plateau = sorted(values for count, values in scored if count == best)
+    return SceneRule(**dict(zip(GRID, plateau[len(plateau) // 2])))
+
+
+def split_line(label: str, rule: SceneRule, rows: list[dict]) -> str:
+    cells = []
+    for name in sorted({row["set"] for row in rows}):
+        members = [row for row in rows if row["set"] == name]
+        taken = sum(routed(rule, row) == "scene" for row in members)
+        if members[0]["group"] == "scene":
+            scores = [row["iou_scene"] if routed(rule, row) == "scene" else row["iou_subject"] for row in members]
+            cells.append(f"{name} {taken}/{len(members)} (IoU {np.mean(scores):.3f})")
+        else:
+            cells.append(f"{name} {taken}/{len(members)}")
+    return f"  {label}: " + ", ".join(cells)
+
+
+def choose_and_check(rows: list[dict]) -> None:
+    azure = [row for row in rows if row["group"] == "azure"]
+    photos = [row for row in rows if row["group"] != "azure"]
+    first, second = halves(photos)
+    splits = [("half A", first, second), ("half B", second, first)]
+    splits += [(f"all but {name}", [r for r in photos if r["set"] != name], [r for r in photos if r["set"] == name]) for name in sorted({r["set"] for r in photos})]
+    print("\nthresholds picked on one part, reported on the other (taken for scenes / photos; scene sets with their IoU as routed)")
+    for label, chosen_on, held_out in splits:
+        rule = pick_rule(chosen_on, azure)
+        if rule is None:
+            print(f"picked on {label}: no rule takes no subject for a scene and routes Azure's photos right")
+            continue
+        print(f"picked on {label}: " + ", ".join(f"{name}={getattr(rule, name)}" for name in GRID))
+        print(split_line("chosen on", rule, chosen_on))
+        print(split_line("held out ", rule, held_out))
+    served = SceneRule()
+    print("served rule on each half:")
+    print(split_line("half A", served, first))
+    print(split_line("half B", served, second))
 
 
 def report(rows: list[dict], args: argparse.Namespace) -> None:
@@ -211,9 +300,11 @@ def report(rows: list[dict], args: argparse.Namespace) -> None:
     print("\n" + "\n".join(f"{name:26} {value:.4f}" for name, value in goals.items()))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"rule": vars(SceneRule()), "sets": summary, "goals": goals}, indent=2) + "\n")
+    subject_sets = sorted({row["set"] for row in subjects})
+    print("\nsubjects taken for scenes: " + ", ".join(f"{name} {sum(r['target'] == 'scene' for r in subjects if r['set'] == name)}" for name in subject_sets))
     if args.measures:
         with args.measures.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer = csv.DictWriter(f, fieldnames=[name for name in rows[0] if name != "layout"], extrasaction="ignore")
             writer.writeheader()
             writer.writerows(rows)
 

@@ -3,8 +3,8 @@
     python bench/stages.py [--megapixels 12] [--repeats 3]
 
 The stages are the functions the service calls, in its order, on one bench JPEG: probe and
-decode, the model's input, IS-Net, the sky network, the scene measures, the matte at output
-size, and the PNG of each mode at the service's compression levels. Medians of ``--repeats``.
+decode, the model's input, IS-Net, the sky network, the scene measures, the person detector, the
+matte at output size, and the PNG of each mode at the service's compression levels. Medians of ``--repeats``.
 """
 
 from __future__ import annotations
@@ -64,6 +64,8 @@ def main() -> None:
         "IS-Net": lambda: engine._matte(batch).cpu(),
         "sky network": (lambda: engine._sky(batch).cpu()) if engine.sky_model is not None else None,
         "scene measures": (lambda: measure(analysis.matte, analysis.sky)) if analysis.sky is not None else None,
+        # Asked only of photos whose layout says scene; timed here at the output size it is given.
+        "person detector": (lambda: engine.person_detector.score(rgb)) if engine.person_detector is not None else None,
         "matte at output size": lambda: matte_at_size(analysis.matte, width, height),
         f"RGBA PNG (level {settings.png_compression})": lambda: b"".join(iter_rgba_png(rgb, alpha, settings.png_compression)),
         f"matte PNG (level {settings.matte_png_compression})": lambda: b"".join(iter_matte_png(alpha, settings.matte_png_compression)),

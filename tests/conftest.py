@@ -25,6 +25,8 @@ SKY_MODEL_FILES = SHARED / "models" / "sky-u2netp"
 AZURE_SPEC = SHARED / "azure-spec"
 WEIGHTS = ROOT / "model_weights" / "isnet-general.safetensors"
 SKY_WEIGHTS = ROOT / "model_weights" / "sky-u2netp.safetensors"
+PERSON_WEIGHTS = ROOT / "model_weights" / "person-detector.tflite"
+SUBJECT_MANIFESTS = ("manifest.csv", "manifest-horses.csv")  # portraits, objects, clutter, soft mattes; horses outdoors
 SEGMENT = "/computervision/imageanalysis:segment"
 
 
@@ -43,8 +45,10 @@ def weights() -> Path:
 
 @pytest.fixture(scope="session")
 def sky_weights() -> Path:
-    if not SKY_WEIGHTS.exists():
-        pytest.skip(f"{SKY_WEIGHTS} is absent: `python -m app.weights fetch` converts the sky network when its files are at hand")
+    """Scene handling's two networks: the sky network and the person detector."""
+    for path in (SKY_WEIGHTS, PERSON_WEIGHTS):
+        if not path.exists():
+            pytest.skip(f"{path} is absent: `python -m app.weights fetch` gets the sky network and the person detector when they are at hand")
     return SKY_WEIGHTS
 
 
@@ -64,10 +68,12 @@ class EvalPair:
     gt: Path
 
 
-def eval_pairs() -> list[EvalPair]:
-    manifest = require_shared(EVALDATA / "manifest.csv")
-    with manifest.open(newline="") as f:
-        return [EvalPair(r["set"], r["id"], EVALDATA / r["image"], EVALDATA / r["gt"]) for r in csv.DictReader(f)]
+def eval_pairs(manifests: tuple[str, ...] = ("manifest.csv",)) -> list[EvalPair]:
+    pairs = []
+    for name in manifests:
+        with require_shared(EVALDATA / name).open(newline="") as f:
+            pairs += [EvalPair(r["set"], r["id"], EVALDATA / r["image"], EVALDATA / r["gt"]) for r in csv.DictReader(f)]
+    return pairs
 
 
 def sample_photos(count_per_set: int = 1) -> list[Path]:

@@ -10,51 +10,64 @@ import pytest
 
 from app.quality import iou, load_gray, mae
 
-from conftest import SEGMENT, eval_pairs, read_png
+from conftest import SEGMENT, SUBJECT_MANIFESTS, eval_pairs, read_png
 
-# These are subject photos. IS-Net alone (and rembg's dis_custom pipeline on the same weights) reaches
-# IoU 0.834 and MAE 0.060 here. The service as served also routes: 4 of the 150 (small people or
-# things in wide outdoor views) are taken for scenes, which costs IoU 0.011 and MAE 0.014
-# (measured: IoU 0.8224, MAE 0.0744). The bar: at most 3% taken for scenes, IoU at most
-# 0.02 under IS-Net alone. The bars sit a hair under the measurements.
-MIN_IOU = 0.815
-MAX_MAE = 0.077
-MAX_TAKEN_FOR_SCENES = 0.03
+# These are subject photos, every set of them (horses outdoors too). IS-Net alone (and rembg's
+# dis_custom pipeline on the same weights) reaches IoU 0.857 and MAE 0.050 over the 232. As served the
+# service also routes, and a subject photo taken for a scene loses its subject, so the bars are the
+# issue's: at most 1% of them taken for scenes, and on each set the served IoU within 0.005 of IS-Net
+# alone (what a photo taken for a scene would have got is asked again with target=subject). Measured:
+# none taken for scenes, so the served mattes are IS-Net's (bench/scene.py). The overall bars sit a
+# hair under the measurement.
+MIN_IOU = 0.850
+MAX_MAE = 0.052
+MAX_TAKEN_FOR_SCENES = 0.01
+MAX_IOU_COST_PER_SET = 0.005
+
+
+def matte_of(server, image: bytes, **params: str) -> tuple[np.ndarray, str]:
+    with server.client() as client:
+        response = client.post(
+            SEGMENT,
+            params={"api-version": "2023-02-01-preview", "mode": "foregroundMatting", **params},
+            content=image,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+    assert response.status_code == 200, response.text
+    return np.asarray(read_png(response.content), dtype=np.float32) / 255.0, response.headers["x-segment-target"]
 
 
 @pytest.mark.slow
 def test_foreground_matting_quality_on_evaldata(server, capsys):
-    pairs = eval_pairs()
+    pairs = eval_pairs(SUBJECT_MANIFESTS)
 
     def score(pair):
-        with server.client() as client:
-            response = client.post(
-                SEGMENT,
-                params={"api-version": "2023-02-01-preview", "mode": "foregroundMatting"},
-                content=pair.image.read_bytes(),
-                headers={"Content-Type": "application/octet-stream"},
-            )
-        assert response.status_code == 200, response.text
-        pred = np.asarray(read_png(response.content), dtype=np.float32) / 255.0
-        gt = load_gray(pair.gt)
+        image, gt = pair.image.read_bytes(), load_gray(pair.gt)
+        pred, target = matte_of(server, image)
         assert pred.shape == gt.shape
-        return pair.set, iou(pred, gt), mae(pred, gt), response.headers["x-segment-target"]
+        alone = pred if target == "subject" else matte_of(server, image, target="subject")[0]
+        return pair.set, iou(pred, gt), mae(pred, gt), target, iou(alone, gt)
 
     with ThreadPoolExecutor(2) as pool:
         results = list(pool.map(score, pairs))
 
-    by_set: dict[str, list[tuple[float, float]]] = defaultdict(list)
-    for name, i, m, _ in results:
-        by_set[name].append((i, m))
+    by_set: dict[str, list[tuple]] = defaultdict(list)
+    for result in results:
+        by_set[result[0]].append(result)
     overall_iou = float(np.mean([r[1] for r in results]))
     overall_mae = float(np.mean([r[2] for r in results]))
     scenes = sum(r[3] == "scene" for r in results)
     with capsys.disabled():
-        print("\nset                    pairs   IoU@0.5    MAE")
-        for name, scores in sorted(by_set.items()):
-            print(f"{name:22s} {len(scores):5d}   {np.mean([s[0] for s in scores]):.4f}   {np.mean([s[1] for s in scores]):.4f}")
-        print(f"{'overall':22s} {len(results):5d}   {overall_iou:.4f}   {overall_mae:.4f}")
-        print(f"taken for scenes: {scenes} of {len(results)}")
+        print("\nset                    pairs   IoU@0.5    MAE   IS-Net alone   taken for scenes")
+        for name, rows in sorted(by_set.items()):
+            print(
+                f"{name:22s} {len(rows):5d}   {np.mean([r[1] for r in rows]):.4f}   {np.mean([r[2] for r in rows]):.4f}"
+                f"   {np.mean([r[4] for r in rows]):.4f}   {sum(r[3] == 'scene' for r in rows)}"
+            )
+        print(f"{'overall':22s} {len(results):5d}   {overall_iou:.4f}   {overall_mae:.4f}   taken for scenes: {scenes} of {len(results)}")
+    assert scenes <= MAX_TAKEN_FOR_SCENES * len(results)
+    for name, rows in by_set.items():
+        cost = np.mean([r[4] for r in rows]) - np.mean([r[1] for r in rows])
+        assert cost <= MAX_IOU_COST_PER_SET, f"{name}: routing cost IoU {cost:.4f}"
     assert overall_iou >= MIN_IOU
     assert overall_mae <= MAX_MAE
-    assert scenes <= MAX_TAKEN_FOR_SCENES * len(results)

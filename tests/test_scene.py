@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ from PIL import Image
 
 from app.inference.scene import SceneRule, measure, scene_alpha
 
-from conftest import AZURE_SPEC, EVALDATA_SKY, FAST, SEGMENT, read_png, require_shared, start_server, stop_server
+from conftest import AZURE_SPEC, EVALDATA, EVALDATA_SKY, FAST, PERSON_WEIGHTS, SEGMENT, read_png, require_shared, start_server, stop_server
 
 OBSERVED = AZURE_SPEC / "observed-outputs"
 PARAMS = {"api-version": "2023-02-01-preview"}
@@ -30,21 +31,71 @@ def layout(sky_rows: float, subject_box: tuple[slice, slice] | None) -> tuple[np
     return matte, sky
 
 
+def no_person() -> float:
+    return 0.0
+
+
+def not_asked() -> float:
+    raise AssertionError("the person detector was asked although the layout already said subject")
+
+
 def test_rule_on_drawn_layouts():
     rule = SceneRule()
     # A landscape: sky over the top half, IS-Net keeps a small building on the horizon.
-    assert rule.decide(measure(*layout(0.5, (slice(150, 250), slice(150, 230))))) == "scene"
+    landscape = measure(*layout(0.5, (slice(150, 250), slice(150, 230))))
+    assert rule.decide(landscape, no_person) == ("scene", replace(landscape, person=0.0))
     # A portrait against the sky: the person is all of the not-sky region.
-    assert rule.decide(measure(*layout(0.5, (slice(192, 384), slice(0, 384))))) == "subject"
+    assert rule.decide(measure(*layout(0.5, (slice(192, 384), slice(0, 384)))), not_asked)[0] == "subject"
     # No sky at all: an object photo, whatever IS-Net keeps.
-    assert rule.decide(measure(*layout(0.0, (slice(150, 250), slice(150, 230))))) == "subject"
+    assert rule.decide(measure(*layout(0.0, (slice(150, 250), slice(150, 230)))), not_asked)[0] == "subject"
     # A third of the ground kept: a building standing on its lawn is a scene, a person reaching the bottom edge is not.
     building = measure(*layout(0.4, (slice(100, 250), slice(0, 300))))
     person = measure(*layout(0.4, (slice(160, 384), slice(100, 180))))
     assert 0.2 < building.ground_kept < 0.5 and building.margin_below > 0.3
-    assert rule.decide(building) == "scene"
+    assert rule.decide(building, no_person)[0] == "scene"
     assert 0.2 < person.ground_kept < 0.5 and person.margin_below == 0.0
-    assert rule.decide(person) == "subject"
+    assert rule.decide(person, not_asked)[0] == "subject"
+
+
+def test_a_detected_person_keeps_a_landscape_layout_a_subject():
+    """A man small in front of mountains has a landscape's layout; the detector's word makes him the subject."""
+    rule = SceneRule()
+    wide_view = measure(*layout(0.5, (slice(200, 260), slice(180, 200))))
+    target, measures = rule.decide(wide_view, lambda: 0.97)
+    assert target == "subject" and measures.person == 0.97
+    assert "person=0.970" in measures.header()
+    # Below MediaPipe's threshold the layout stands.
+    assert rule.decide(wide_view, lambda: 0.2)[0] == "scene"
+
+
+def test_the_sky_network_calling_the_object_sky_does_not_make_a_scene():
+    """A washed-out photo the sky network calls sky everywhere: IS-Net's object is ground, and all of the ground is kept."""
+    matte, sky = layout(1.0, (slice(100, 300), slice(50, 330)))
+    measures = measure(matte, sky)
+    assert measures.ground_kept == 1.0 and measures.sky < 1.0
+    assert SceneRule().decide(measures, not_asked)[0] == "subject"
+
+
+def test_a_sky_the_network_is_unsure_of_is_no_sky():
+    """Backdrops and bokeh get middling sky probabilities; only a sure sky makes a scene."""
+    matte, sky = layout(0.5, (slice(150, 250), slice(150, 230)))
+    unsure = measure(matte, sky * 0.7)
+    assert 0.6 < unsure.sky_sure < SceneRule().min_sky_sure
+    assert SceneRule().decide(unsure, not_asked)[0] == "subject"
+
+
+def test_the_person_detector_on_real_photos(sky_weights):
+    """MediaPipe's detector on a man in front of mountains, two girls at the beach, and landscapes with nobody in them."""
+    from app.inference.person import PersonDetector
+
+    detector = PersonDetector(PERSON_WEIGHTS)
+    people = [EVALDATA / "ecssd_people" / "images" / f"{stem}.jpg" for stem in ("ecssd_0971", "ecssd_0967")]
+    nobody = [EVALDATA_SKY / "ade20k-subset" / "images" / f"{stem}.jpg" for stem in ("ADE_val_00000006", "ADE_val_00001388")]
+    for path in people + nobody:
+        require_shared(path)
+    scores = [detector.score(np.asarray(Image.open(path).convert("RGB"))) for path in people + nobody]
+    assert min(scores[:2]) >= 0.8, scores
+    assert max(scores[2:]) < 0.3, scores
 
 
 def test_scene_alpha_is_the_inverse_sky_at_full_size_with_edges_from_the_image():
@@ -129,10 +180,11 @@ def test_server_setting_sets_the_default_target(sky_weights, tmp_path):
         stop_server(running)
 
 
-def test_without_the_sky_network_the_service_runs_as_before_and_says_so(tmp_path):
+@pytest.mark.parametrize("absent", ["BGR_SKY_WEIGHTS", "BGR_PERSON_WEIGHTS"])
+def test_without_the_sky_network_or_the_person_detector_every_image_is_a_subject_and_the_log_says_so(absent, tmp_path):
     building = require_shared(OBSERVED / "input_building.jpg")
     log_path = tmp_path / "server.log"
-    running = start_server({**FAST, "BGR_SKY_WEIGHTS": str(tmp_path / "absent.safetensors")}, log_path)
+    running = start_server({**FAST, absent: str(tmp_path / "absent.file")}, log_path)
     try:
         with running.client() as client:
             auto = post(client, building, "foregroundMatting")
@@ -141,17 +193,29 @@ def test_without_the_sky_network_the_service_runs_as_before_and_says_so(tmp_path
         stop_server(running)
     assert auto.status_code == 200 and auto.headers["x-segment-target"] == "subject"
     assert forced.status_code == 400
-    assert forced.json()["error"]["message"] == "target=scene is not available: this server has no sky network loaded."
-    assert "scene handling off" in log_path.read_text()
+    assert forced.json()["error"]["message"] == "target=scene is not available: this server has scene handling off (no sky network or person detector loaded)."
+    assert "scene handling off" in log_path.read_text() and "absent.file" in log_path.read_text()
+
+
+def test_a_man_in_front_of_mountains_is_served_as_a_subject_and_says_why(server, sky_weights):
+    """A landscape's layout (much sky, a small object) with a person in it: the measures show the detector's word."""
+    photo = require_shared(EVALDATA / "ecssd_people" / "images" / "ecssd_0971.jpg")
+    with server.client() as client:
+        response = post(client, photo, "backgroundRemoval")
+    assert response.status_code == 200
+    assert response.headers["x-segment-target"] == "subject"
+    measures = dict(item.split("=") for item in response.headers["x-segment-measures"].split(";"))
+    assert float(measures["sky"]) > 0.1 and float(measures["ground_kept"]) < SceneRule().max_ground_kept
+    assert float(measures["person"]) >= 0.5
 
 
 # ------------------------------------------------------------------ the scene photos, through the service
 
 MIN_SKY = 0.10
-# Measured by bench/scene.py (README, "Scenes"); the bars sit a little under.
-# Measured: 63 of 80 routed as scenes (0.79), IoU 0.886 in all, 0.981 over those routed as scenes.
-MIN_SCENES_RIGHT = 0.75
-MIN_SCENE_IOU = 0.86
+# Measured by bench/scene.py (README, "Subjects and scenes"); the bars sit a little under.
+# Measured: 60 of 80 routed as scenes (0.75), IoU 0.853 in all, 0.986 over those routed as scenes.
+MIN_SCENES_RIGHT = 0.72
+MIN_SCENE_IOU = 0.83
 MIN_SCENE_IOU_ROUTED = 0.96
 
 

@@ -108,3 +108,44 @@ def test_missing_npm_says_what_to_do(tmp_path: Path, monkeypatch, capsys):
     assert code == 1
     message = capsys.readouterr().err
     assert "npm is not installed" in message and "--source" in message
+
+
+# ------------------------------------------------------------------ the person detector the scene rule asks
+
+
+@pytest.fixture(scope="module")
+def person_detector_file() -> Path:
+    from conftest import PERSON_WEIGHTS
+
+    if not PERSON_WEIGHTS.exists():
+        pytest.skip(f"{PERSON_WEIGHTS} is absent: `python -m app.weights fetch` extracts it from the mediapipe wheel")
+    return PERSON_WEIGHTS
+
+
+def test_the_person_detector_comes_from_a_tflite_or_a_wheel_checked_and_whole(person_detector_file: Path, tmp_path: Path, capsys):
+    import zipfile
+
+    from app.weights import person
+
+    wheel = tmp_path / f"mediapipe-{person.VERSION}-cp311-cp311-manylinux_2_17_x86_64.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr(person.MEMBER, person_detector_file.read_bytes())
+    for configured in (person_detector_file, wheel):
+        output = tmp_path / configured.suffix.strip(".") / "person-detector.tflite"
+        assert cli.fetch_person(output, tmp_path / "cache", configured, force=False)
+        assert output.read_bytes() == person_detector_file.read_bytes()
+        manifest = json.loads(source.manifest_path(output).read_text())
+        assert manifest["sha256"] == person.SHA256 and manifest["licence"] == "Apache-2.0" and manifest["obtained_from"] == str(configured)
+        assert cli.fetch_person(output, tmp_path / "cache", configured, force=False)
+        assert "person detector up to date" in capsys.readouterr().out
+
+
+def test_a_different_person_detector_is_refused_and_nothing_is_written(person_detector_file: Path, tmp_path: Path, capsys):
+    altered = bytearray(person_detector_file.read_bytes())
+    altered[len(altered) // 2] ^= 0xFF
+    wrong = tmp_path / "pose_detection.tflite"
+    wrong.write_bytes(bytes(altered))
+    output = tmp_path / "out" / "person-detector.tflite"
+    assert not cli.fetch_person(output, tmp_path / "cache", wrong, force=False)
+    assert "not MediaPipe 0.10.14's pose detector" in capsys.readouterr().err
+    assert not output.parent.exists() or not any(output.parent.iterdir())

@@ -90,7 +90,7 @@ def invalid_decontaminate() -> AzureError:
 
 
 def scene_unavailable() -> AzureError:
-    return invalid_request("scene_unavailable", "target=scene is not available: this server has no sky network loaded.")
+    return invalid_request("scene_unavailable", "target=scene is not available: this server has scene handling off (no sky network or person detector loaded).")
 
 
 def invalid_image_size(limit: int) -> AzureError:

@@ -14,6 +14,7 @@ from PIL import Image
 from torch import nn
 
 from app.inference.isnet import ISNet, load_isnet
+from app.inference.person import PersonDetector
 from app.inference.ort_backend import OrtModel, exported_onnx, onnxruntime_available
 from app.inference.u2netp import IMAGENET_MEAN, IMAGENET_STD, U2NetP, load_u2netp
 from app.settings import Settings
@@ -122,6 +123,7 @@ class MattingEngine:
     dtype: torch.dtype
     resolution: int
     sky_model: Network | None = None
+    person_detector: PersonDetector | None = None  # asked per image by the scene rule, on the CPU, outside the batch
     runtime: str = "torch"
     sky_resolution: int = SKY_SERVING_RESOLUTION
     second_resolution: int = 0  # a second IS-Net pass at this side, its logits averaged with the first's; 0: none
@@ -136,16 +138,18 @@ class MattingEngine:
             log.warning("this CPU lacks what oneDNN's bf16 convolutions need (AVX-512 BW/VL/DQ or AVX-NE-CONVERT): bf16 runs 6-10x slower than fp32")
         runtime = pick_runtime(settings.runtime, device, dtype)
         model = _load(runtime, settings.weights, load_isnet, device, dtype, settings.torch_threads)
-        sky_model = None
+        sky_model, person_detector = None, None
         if settings.target == "subject":
             log.info("scene handling off: BGR_TARGET=subject")
-        elif not settings.sky_weights.is_file():
+        elif missing := [path for path in (settings.sky_weights, settings.person_weights) if not path.is_file()]:
+            # Without the person detector the rule would take people in wide views for scenes: no routing is safer.
             log.warning(
-                "scene handling off: no sky network at %s (run `python -m app.weights fetch`); every image is treated as a subject",
-                settings.sky_weights,
+                "scene handling off: no %s (run `python -m app.weights fetch`); every image is treated as a subject",
+                " or ".join(str(path) for path in missing),
             )
         else:
             sky_model = _load(runtime, settings.sky_weights, load_u2netp, device, dtype, settings.torch_threads)
+            person_detector = PersonDetector(settings.person_weights)
         second_resolution = pick_second_resolution(settings.second_resolution, settings.resolution, device)
         log.info(
             "model loaded",
@@ -163,6 +167,7 @@ class MattingEngine:
             dtype=dtype,
             resolution=settings.resolution,
             sky_model=sky_model,
+            person_detector=person_detector,
             runtime=runtime,
             second_resolution=second_resolution,
         )

@@ -4,14 +4,14 @@ Azure's background removal returns a person or an object alone, but for a
 landscape or a building it returns the whole picture less the sky. IS-Net only
 knows salient objects, so a sky network runs beside it and a small, explainable
 rule decides between the two from a few measured quantities (see
-:class:`SceneMeasures` and :func:`decide`; the README gives the thresholds and
-why).
+:class:`SceneMeasures` and :class:`SceneRule`, with a person detector,
+:mod:`app.inference.person`, for the last word; the README gives the thresholds and why).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, replace
+from typing import Callable, Literal
 
 import numpy as np
 import torch
@@ -28,38 +28,52 @@ REFINE_MAX_PIXELS = 4_000_000  # the sky edge is refined at most at this size (a
 
 @dataclass(frozen=True)
 class SceneMeasures:
-    sky: float  # share of the picture the sky network calls sky
-    ground_kept: float  # share of the not-sky region that IS-Net keeps as its object
+    sky: float  # share of the picture the sky network calls sky, less IS-Net's object (an object is never sky)
+    sky_sure: float  # the sky network's mean probability over what it calls sky: near 1 for real sky, lower for backdrops and bokeh
+    ground_kept: float  # share of the rest (everything but the sky) that IS-Net keeps as its object
     margin_below: float  # share of the picture's height between IS-Net's object and the bottom edge (1 when it keeps nothing)
     subject: float  # share of the picture IS-Net keeps (reported, not used by the rule)
+    person: float | None = None  # the person detector's probability; None when the layout already said subject (not asked)
 
     def header(self) -> str:
-        return ";".join(f"{name}={value:.3f}" for name, value in vars(self).items())
+        return ";".join(f"{name}={value:.3f}" for name, value in vars(self).items() if value is not None)
 
 
 @dataclass(frozen=True)
 class SceneRule:
-    """Scene when there is real sky and IS-Net's object is only a small part of the rest of the picture.
+    """Scene only when the sky is real, IS-Net's object is a small part of the ground, and no person is there.
 
-    IS-Net keeps a person against the sky whole, so ``ground_kept`` is high; in a landscape it keeps
-    a building, a boat or nothing, so ``ground_kept`` is low. Between the two, an object that ends
-    well above the bottom edge stands on ground of its own (a building on a lawn) and is a scene,
-    while one that reaches the bottom (a person in the frame) is a subject. The README gives the
-    measurements behind each threshold.
+    Every test can only keep a photo a subject: a subject taken for a scene loses the subject (the
+    cut-out is its background), a scene taken for a subject merely gets IS-Net's salient object, so
+    each piece of evidence that the picture is about something vetoes the scene. IS-Net keeps a
+    person or an animal against the sky whole, so ``ground_kept`` is high; in a landscape it keeps a
+    building, a boat or nothing. Between the two, an object that ends well above the bottom edge
+    stands on ground of its own (a building on a lawn) and is a scene. A person small in a wide view
+    has a landscape's layout, so a person detector has the last word. The thresholds were chosen on
+    one half of the evaluation photos and checked on the other, both ways round (README, "Subjects
+    and scenes"; ``bench/scene.py --choose``).
     """
 
     min_sky: float = 0.10
-    max_ground_kept: float = 0.20
+    min_sky_sure: float = 0.90
+    max_ground_kept: float = 0.17
     max_ground_kept_standing: float = 0.50
     min_margin_below: float = 0.30
+    max_person: float = 0.50  # MediaPipe's own detection threshold
 
-    def decide(self, measures: SceneMeasures) -> Target:
-        if measures.sky < self.min_sky:
-            return "subject"
+    def layout_says_scene(self, measures: SceneMeasures) -> bool:
+        if measures.sky < self.min_sky or measures.sky_sure < self.min_sky_sure:
+            return False
         if measures.ground_kept < self.max_ground_kept:
-            return "scene"
-        standing = measures.margin_below >= self.min_margin_below
-        return "scene" if standing and measures.ground_kept < self.max_ground_kept_standing else "subject"
+            return True
+        return measures.margin_below >= self.min_margin_below and measures.ground_kept < self.max_ground_kept_standing
+
+    def decide(self, measures: SceneMeasures, person_score: Callable[[], float]) -> tuple[Target, SceneMeasures]:
+        """The target, and the measures it was decided from; ``person_score`` is called only when the layout says scene."""
+        if not self.layout_says_scene(measures):
+            return "subject", measures
+        measures = replace(measures, person=person_score())
+        return ("subject" if measures.person >= self.max_person else "scene"), measures
 
 
 def _coarse(values: np.ndarray) -> np.ndarray:
@@ -68,13 +82,17 @@ def _coarse(values: np.ndarray) -> np.ndarray:
 
 
 def measure(matte: np.ndarray, sky: np.ndarray) -> SceneMeasures:
-    """The rule's inputs from IS-Net's matte and the sky map (any square sizes; both cover the whole picture)."""
+    """The layout measures from IS-Net's matte and the sky map (any square sizes; both cover the whole picture)."""
     subject = _coarse(matte) > 0.5
-    ground = ~(_coarse(sky) > 0.5)
+    sky_map = _coarse(sky)
+    called_sky = sky_map > 0.5
+    is_sky = called_sky & ~subject  # where the two networks disagree, IS-Net's confident object wins: the sky network also says "sky" of washed-out photos
+    ground = ~is_sky
     rows = np.flatnonzero(subject.any(axis=1))
     lowest = (rows[-1] + 1) / MEASURE_SIZE if rows.size else 0.0
     return SceneMeasures(
-        sky=float(1.0 - ground.mean()),
+        sky=float(is_sky.mean()),
+        sky_sure=float(sky_map[called_sky].mean()) if called_sky.any() else 0.0,
         ground_kept=float((subject & ground).sum() / max(int(ground.sum()), 1)),
         margin_below=float(1.0 - lowest),
         subject=float(subject.mean()),

@@ -1,9 +1,9 @@
-"""``python -m app.weights fetch``: obtain, check and convert the IS-Net and sky weights.
+"""``python -m app.weights fetch``: obtain, check and convert the IS-Net and sky weights, and the person detector.
 
 Idempotent: with the converted weights and their manifests in place and matching
-the pinned hashes, it does nothing. The sky network is optional: when it cannot
-be found or downloaded, fetch says so and the service runs without scene
-handling. The npm tarball and the assembled ONNX
+the pinned hashes, it does nothing. The sky network and the person detector are
+optional: when either cannot be found or downloaded, fetch says so and the
+service runs without scene handling. The npm tarball and the assembled ONNX
 are cached outside the checkout (``--cache``, default ``~/.cache/bgremoval``),
 so a fresh clone on the same machine converts without fetching again.
 """
@@ -16,7 +16,7 @@ import os
 import sys
 from pathlib import Path
 
-from app.weights import sky, source
+from app.weights import person, sky, source
 from app.weights.convert import state_dict_from_onnx
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parents[2] / "model_weights" / "isnet-general.safetensors"
@@ -96,6 +96,21 @@ def fetch_sky(
     return True
 
 
+def fetch_person(output: Path, cache_dir: Path, configured: Path | None, force: bool) -> bool:
+    """Extract the person detector the scene rule asks; False (with the reason printed) when it is not to be had."""
+    if not force and person.is_current(output):
+        print(f"person detector up to date: {output}")
+        return True
+    try:
+        data, origin = person.locate(configured, cache_dir)
+    except source.WeightsError as error:
+        print(f"warning: no person detector ({error}); the service will run with scene handling off", file=sys.stderr)
+        return False
+    person.install(data, origin, output)
+    print(f"wrote {output} (from {origin}) and {source.manifest_path(output).name}")
+    return True
+
+
 def export_graphs(isnet: Path, sky_network: Path | None = None) -> None:
     """Export the ONNX graphs the CPU runtime serves from, beside the weights, so no replica has to at start-up."""
     from app.inference.isnet import load_isnet
@@ -116,6 +131,10 @@ def export_graphs(isnet: Path, sky_network: Path | None = None) -> None:
         print(f"wrote {out}")
 
 
+def _path_from_env(variable: str) -> Path | None:
+    return Path(os.environ[variable]) if os.environ.get(variable) else None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m app.weights", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -128,11 +147,18 @@ def main(argv: list[str] | None = None) -> int:
     fetch_cmd.add_argument(
         "--sky-source",
         type=Path,
-        default=Path(os.environ["BGR_SKY_SOURCE"]) if os.environ.get("BGR_SKY_SOURCE") else None,
+        default=_path_from_env("BGR_SKY_SOURCE"),
         help="folder with the sky network's ncnn files (default $BGR_SKY_SOURCE; else ../shared/models/sky-u2netp, the cache, a download)",
     )
     fetch_cmd.add_argument("--sky-url", default=sky.DOWNLOAD_BASE, help="where to download the sky network's files from when no copy is found")
-    fetch_cmd.add_argument("--sky", choices=("on", "off"), default="on", help="off: skip the sky network (scene handling stays off)")
+    fetch_cmd.add_argument("--sky", choices=("on", "off"), default="on", help="off: skip the sky network and the person detector (scene handling stays off)")
+    fetch_cmd.add_argument("--person-output", type=Path, default=person.DEFAULT_OUTPUT, help="where to put the person detector (.tflite)")
+    fetch_cmd.add_argument(
+        "--person-source",
+        type=Path,
+        default=_path_from_env("BGR_PERSON_SOURCE"),
+        help="the person detector's .tflite or a mediapipe wheel (default $BGR_PERSON_SOURCE; else the cache, else pip download)",
+    )
     fetch_cmd.add_argument("--onnx", choices=("on", "off"), default="on", help="off: do not export the ONNX graphs the CPU runtime uses")
     commands.add_parser("onnx-path", help="print the cached ONNX model's path (for parity checks)")
     args = parser.parse_args(argv)
@@ -144,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
             fetch(args.output, cache_dir, args.source, args.force)
             if args.sky == "on":
                 fetch_sky(args.sky_output, cache_dir, args.sky_source, args.sky_url, args.force)
+                fetch_person(args.person_output, cache_dir, args.person_source, args.force)
             if args.onnx == "on":
                 export_graphs(args.output, args.sky_output if args.sky == "on" else None)
     except source.WeightsError as error:
