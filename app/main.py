@@ -19,6 +19,8 @@ from app import __version__
 from app.http import errors, routes
 from app.http.auth import KeyChecker
 from app.http.body import MAX_IMAGE_BYTES
+from app.http.cors import CorsMiddleware
+from app.http.early_answer import EarlyAnswerMiddleware
 from app.http.middleware import AzureHeadersMiddleware
 from app.http.openapi import openapi_document
 from app.http.url_fetch import UrlPolicy
@@ -112,6 +114,9 @@ def create_app(settings: Settings, engine: MattingEngine | None = None) -> FastA
     app.add_api_route("/metrics", prometheus, methods=["GET"])
     app.add_api_route("/", page, methods=["GET"])
     app.mount("/static", StaticFiles(directory=WEB_ROOT), name="static")
+    # Outermost last: the Azure headers and the access log see every answer, drained and CORS ones too.
+    app.add_middleware(CorsMiddleware, policy=settings.cors_policy())
+    app.add_middleware(EarlyAnswerMiddleware, max_bytes=settings.drain_max_bytes, deadline_s=settings.body_timeout_s)
     app.add_middleware(AzureHeadersMiddleware, metrics=metrics, segment_paths=frozenset(routes.SEGMENT_PATHS))
 
     @app.exception_handler(errors.AzureError)

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Mapping
 
+from app.http.cors import CorsPolicy
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -43,7 +45,8 @@ class Settings:
     queue_size: int = 64  # requests waiting for the model; beyond it, 429
     decode_concurrency: int = 2  # images decoded or composed at once (CPU work beside the model)
     max_pixels_in_flight: int = 200_000_000  # full-size image pixels held at once, decode to last byte sent
-    body_timeout_s: float = 60.0  # the whole request body must arrive within this
+    body_timeout_s: float = 60.0  # the whole request body must arrive within this (a refused body's drain too)
+    drain_max_bytes: int = 67_108_864  # unread body of a refused request read and discarded so the client reads the answer
     header_timeout_s: float = 10.0  # request headers must arrive within this (slowloris)
     shutdown_grace_s: float = 30.0  # on SIGTERM, time to finish in-flight and queued requests
     switch_interval_ms: float = 1.0  # Python's GIL switch interval: how long a thread back from C work may wait for it
@@ -56,6 +59,7 @@ class Settings:
     url_max_redirects: int = 5
     url_allow: tuple[str, ...] = ()  # hosts or networks the URL fetcher may reach despite SSRF rules
     retry_after_s: int = 1
+    cors_origins: tuple[str, ...] = ("*",)  # origins browsers may call from: * (any, as Azure's cloud), a list, or none
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -105,12 +109,21 @@ class Settings:
             raise SettingsError("BGR_SWITCH_INTERVAL_MS must be above 0 and at most 1000")
         if not (0 <= self.png_compression <= 9 and 0 <= self.matte_png_compression <= 9):
             raise SettingsError("BGR_PNG_COMPRESSION and BGR_MATTE_PNG_COMPRESSION must be 0-9")
+        if self.drain_max_bytes < 0:
+            raise SettingsError("BGR_DRAIN_MAX_BYTES must be 0 or more")
+        self.cors_policy()  # raises on a malformed list
         if self.target not in TARGETS:
             raise SettingsError("BGR_TARGET must be auto, subject or scene")
         if self.runtime not in ("auto", "torch", "onnxruntime"):
             raise SettingsError("BGR_RUNTIME must be auto, torch or onnxruntime")
         if self.dtype not in ("auto", "float32", "float16", "bfloat16"):
             raise SettingsError("BGR_DTYPE must be auto, float32, float16 or bfloat16")
+
+    def cors_policy(self) -> CorsPolicy:
+        try:
+            return CorsPolicy.parse(self.cors_origins)
+        except ValueError as reason:
+            raise SettingsError(f"BGR_CORS_ORIGINS: {reason}") from None
 
     def all_api_keys(self) -> frozenset[str]:
         """Keys from BGR_API_KEYS and from the secrets file (one per line); empty means open access."""

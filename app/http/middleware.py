@@ -54,7 +54,8 @@ class AzureHeadersMiddleware:
                 outcome["bytes"] += len(message.get("body", b""))
             await send(message)
 
-        is_segment = scope["path"] in self.segment_paths
+        # A browser's preflight carries the segment call's query string, but it is not a segment call.
+        is_segment = scope["path"] in self.segment_paths and scope["method"] != "OPTIONS"
         mode = _query_value(scope, "mode")
         if is_segment:
             self.metrics.inflight.inc()
