@@ -57,6 +57,41 @@ def _compiled() -> Forward:
     return torch.compile(_model())
 
 
+def _onnx_graph() -> Path:
+    from app.inference.ort_backend import onnx_name
+
+    graph = WEIGHTS.parent / onnx_name(WEIGHTS)
+    if not graph.is_file():
+        raise SystemExit(f"{graph} is missing: run `python -m app.weights fetch` (it exports the CPU runtime's graphs)")
+    return graph
+
+
+def _ort_session(config: dict[str, str], level: str = "ORT_ENABLE_ALL") -> Forward:
+    """ONNX Runtime with the service's options, another graph level (EXTENDED: without ALL's NCHWc layout) or config entries."""
+    import numpy as np
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
+    for key, value in config.items():
+        options.add_session_config_entry(key, value)
+    session = ort.InferenceSession(str(_onnx_graph()), options, providers=["CPUExecutionProvider"])
+    return lambda x: torch.from_numpy(session.run(None, {"input": np.ascontiguousarray(x.numpy())})[0])
+
+
+def _openvino(hint: str, precision: str = "f32") -> Forward:
+    """OpenVINO's CPU plugin on the same ONNX graph, held to fp32 (it would pick bf16 by itself on CPUs with AMX or AVX-512 BF16)."""
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(
+        str(_onnx_graph()), "CPU", {"PERFORMANCE_HINT": hint, "INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": torch.get_num_threads()}
+    )
+    request = compiled.create_infer_request()
+    return lambda x: torch.from_numpy(request.infer({0: x.numpy()})[compiled.output(0)].copy())
+
+
 def build(variant: str, example: torch.Tensor) -> tuple[Forward, torch.Tensor]:
     """The forward callable and the input it takes (layout and dtype as the variant wants)."""
     cl = example.contiguous(memory_format=torch.channels_last)
@@ -71,9 +106,21 @@ def build(variant: str, example: torch.Tensor) -> tuple[Forward, torch.Tensor]:
     if variant == "fp32-compile":
         return _compiled(), cl
     if variant == "fp32-onnxruntime":
-        from app.inference.ort_backend import OrtIsNet
+        from app.inference.ort_backend import OrtModel
 
-        return OrtIsNet(WEIGHTS, threads=torch.get_num_threads()), example
+        return OrtModel(_onnx_graph(), threads=torch.get_num_threads()), example
+    if variant == "fp32-onnxruntime-nospin":
+        return _ort_session({"session.intra_op.allow_spinning": "0"}), example
+    if variant == "fp32-onnxruntime-extended":
+        return _ort_session({}, level="ORT_ENABLE_EXTENDED"), example
+    if variant == "fp32-onnxruntime-daz":
+        return _ort_session({"session.set_denormal_as_zero": "1"}), example
+    if variant == "fp32-openvino":
+        return _openvino("LATENCY"), example
+    if variant == "fp32-openvino-throughput":
+        return _openvino("THROUGHPUT"), example
+    if variant == "bf16-openvino":
+        return _openvino("LATENCY", precision="bf16"), example
     if variant == "bf16-cl":
         return _model(torch.bfloat16), cl.to(torch.bfloat16)
     if variant == "bf16-autocast":
@@ -88,7 +135,8 @@ def build(variant: str, example: torch.Tensor) -> tuple[Forward, torch.Tensor]:
 
 
 VARIANTS = (
-    "fp32-contiguous", "fp32-cl", "fp32-jit-freeze", "fp32-jit-optimize", "fp32-compile", "fp32-onnxruntime", "bf16-cl", "bf16-autocast",
+    "fp32-contiguous", "fp32-cl", "fp32-jit-freeze", "fp32-jit-optimize", "fp32-compile", "fp32-onnxruntime",
+    "fp32-onnxruntime-nospin", "fp32-onnxruntime-extended", "fp32-onnxruntime-daz", "fp32-openvino", "fp32-openvino-throughput", "bf16-openvino", "bf16-cl", "bf16-autocast",
 )
 
 
@@ -112,6 +160,48 @@ def measure(variant: str, resolution: int, reps: int, profile: bool) -> dict[str
     return {"variant": variant, "build_and_first_s": round(first, 2), "forward_s": round(statistics.median(times), 3), "reps": reps}
 
 
+def agreement(variant: str, reference: str, pairs: int, resolution: int) -> dict[str, object]:
+    """The variant's mattes against the reference variant's on evaluation photos, with engine_agreement's bars.
+
+    Both get the engine's input, (RGB - 128) / 256, resized as the service resizes; mattes are compared
+    at the image's size: IoU@0.5 between them (bar: > 0.995 on the worst photo) and the difference of
+    their MAE against the ground truth (bar: < 0.002).
+    """
+    import csv
+
+    import numpy as np
+    from PIL import Image
+
+    from app.inference.pipeline import matte_at_size, model_input
+    from app.quality import iou, load_gray, mae
+
+    evaldata = ROOT.parent / "shared" / "evaldata"
+    with (evaldata / "manifest.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    chosen = rows[:: max(1, len(rows) // pairs)][:pairs]  # spread over the sets
+    probe = torch.zeros(1, 3, 64, 64)
+    forwards = {name: build(name, probe)[0] for name in (reference, variant)}
+    ious, mae_gaps = [], []
+    with torch.inference_mode():
+        for row in chosen:
+            rgb = np.asarray(Image.open(evaldata / row["image"]).convert("RGB"))
+            x = (torch.from_numpy(model_input(rgb, resolution)).permute(2, 0, 1)[None].float() - 128.0) / 256.0
+            truth = load_gray(evaldata / row["gt"])
+            height, width = truth.shape
+            ref, cand = (matte_at_size(torch.sigmoid(forwards[n](x))[0, 0].numpy(), width, height) / 255.0 for n in (reference, variant))
+            ious.append(iou(cand, ref >= 0.5))
+            mae_gaps.append(abs(mae(cand, truth) - mae(ref, truth)))
+    return {
+        "variant": variant,
+        "reference": reference,
+        "pairs": len(chosen),
+        "iou_worst": round(min(ious), 4),
+        "iou_mean": round(float(np.mean(ious)), 5),
+        "mae_gap_worst": round(max(mae_gaps), 5),
+        "passes": min(ious) > 0.995 and max(mae_gaps) < 0.002,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--resolution", type=int, default=1024)
@@ -120,6 +210,8 @@ def main() -> None:
     parser.add_argument("--variants", default="fp32-cl,fp32-onnxruntime,fp32-contiguous", help=f"comma-separated, from {', '.join(VARIANTS)}")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--agree-with", default=None, help="also compare each variant's mattes with this variant's on evaluation photos")
+    parser.add_argument("--pairs", type=int, default=10, help="evaluation photos for --agree-with")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -136,6 +228,9 @@ def main() -> None:
         row = measure(variant.strip(), args.resolution, args.reps, args.profile)
         print(json.dumps(row), flush=True)
         rows.append(row)
+        if args.agree_with:
+            row["agreement"] = agreement(variant.strip(), args.agree_with, args.pairs, args.resolution)
+            print(json.dumps(row["agreement"]), flush=True)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({**header, "results": rows}, indent=2) + "\n")
