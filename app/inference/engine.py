@@ -14,8 +14,8 @@ from PIL import Image
 from torch import nn
 
 from app.inference.isnet import ISNet, load_isnet
-from app.inference.person import PersonDetector
 from app.inference.ort_backend import OrtModel, exported_onnx, onnxruntime_available
+from app.inference.person import PersonDetector
 from app.inference.u2netp import IMAGENET_MEAN, IMAGENET_STD, U2NetP, load_u2netp
 from app.settings import Settings
 from app.weights.__main__ import default_cache_dir  # BGR_WEIGHTS_CACHE, where `weights fetch` caches too
