@@ -28,7 +28,11 @@ def _split(value: str) -> tuple[str, ...]:
 class Settings:
     host: str = "0.0.0.0"
     port: int = 5000
-    weights: Path = PROJECT_ROOT / "model_weights" / "isnet-general.safetensors"
+    model: str = "isnet-general-use"  # the network a request without ?model= gets (README "Models")
+    models: tuple[str, ...] = ()  # the networks loaded at start, each with its own batcher; empty: BGR_MODEL alone
+    models_dir: Path = PROJECT_ROOT / "model_weights"  # where `weights fetch --model` puts networks (and model cards)
+    accept_licences: tuple[str, ...] = ()  # networks whose non-commercial or unstated licence the operator accepts
+    weights: Path = PROJECT_ROOT / "model_weights" / "isnet-general.safetensors"  # isnet-general-use's weights
     sky_weights: Path = PROJECT_ROOT / "model_weights" / "sky-u2netp.safetensors"  # absent: scene handling off
     target: str = "auto"  # auto | subject | scene: the default when a request names no target
     decontaminate: bool = False  # estimate the foreground's colour in a cut-out's soft edges (not Azure's output)
@@ -74,7 +78,7 @@ class Settings:
                     values[f.name] = float(raw)
                 elif isinstance(default, tuple):
                     values[f.name] = _split(raw)
-                elif f.name in ("weights", "sky_weights", "api_keys_file"):
+                elif f.name in ("weights", "sky_weights", "api_keys_file", "models_dir"):
                     values[f.name] = Path(raw)
                 else:
                     values[f.name] = raw.strip()
@@ -110,6 +114,12 @@ class Settings:
             raise SettingsError("BGR_RUNTIME must be auto, torch or onnxruntime")
         if self.dtype not in ("auto", "float32", "float16", "bfloat16"):
             raise SettingsError("BGR_DTYPE must be auto, float32, float16 or bfloat16")
+        if self.models and self.model not in self.models:
+            raise SettingsError(f"BGR_MODEL={self.model} must be one of BGR_MODELS ({', '.join(self.models)})")
+
+    def loaded_models(self) -> tuple[str, ...]:
+        """The networks to load, the default first."""
+        return (self.model, *(name for name in dict.fromkeys(self.models) if name != self.model))
 
     def all_api_keys(self) -> frozenset[str]:
         """Keys from BGR_API_KEYS and from the secrets file (one per line); empty means open access."""

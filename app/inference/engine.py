@@ -13,15 +13,19 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from app.catalogue import CATALOGUE, DEFAULT_MODEL, IMAGENET_MEAN, IMAGENET_STD, CatalogueError, Network as CataloguedNetwork, Preprocess, lookup
 from app.inference.isnet import ISNet, load_isnet
 from app.inference.ort_backend import OrtModel, exported_onnx, onnxruntime_available
-from app.inference.u2netp import IMAGENET_MEAN, IMAGENET_STD, U2NetP, load_u2netp
+from app.inference.u2net import U2Net, load_u2net, load_u2netp
 from app.settings import Settings
-from app.weights.__main__ import default_cache_dir  # BGR_WEIGHTS_CACHE, where `weights fetch` caches too
+from app.storage import default_cache_dir  # BGR_WEIGHTS_CACHE, where `weights fetch` caches too
 
 log = logging.getLogger(__name__)
 
-Network = ISNet | U2NetP | OrtModel  # called the same way: N x 3 x H x W in, N x 1 x H x W logits out
+Network = ISNet | U2Net | OrtModel  # called the same way: N x 3 x H x W in, N x 1 x H x W out
+
+# The project's own modules, by catalogue family; other families run their published graph.
+LOADERS: dict[str, Callable[..., nn.Module]] = {"isnet": load_isnet, "u2net": load_u2net, "u2netp": load_u2netp}
 
 # The sky map the service routes on. Below the published graph's 384 because the map is coarse
 # anyway: at 256 the sky network costs 0.27 s instead of 0.62 s on the 2-core CPU, and on the
@@ -96,10 +100,68 @@ def pick_runtime(name: str, device: torch.device, dtype: torch.dtype) -> str:
     return name
 
 
+def load_sky(settings: Settings, runtime: str, device: torch.device, dtype: torch.dtype) -> Network | None:
+    """The sky network scene handling routes on; None (logged) when off or absent."""
+    if settings.target == "subject":
+        log.info("scene handling off: BGR_TARGET=subject")
+        return None
+    if not settings.sky_weights.is_file():
+        log.warning(
+            "scene handling off: no sky network at %s (run `python -m app.weights fetch`); every image is treated as a subject",
+            settings.sky_weights,
+        )
+        return None
+    return _load(runtime, settings.sky_weights, load_u2netp, device, dtype, settings.torch_threads)
+
+
+def load_engines(settings: Settings) -> dict[str, MattingEngine]:
+    """One engine per network in BGR_MODELS (the default first), sharing one sky network."""
+    engines: dict[str, MattingEngine] = {}
+    sky_model: Network | None = None
+    for name in settings.loaded_models():
+        engine = MattingEngine.from_settings(settings, name, sky_model)
+        sky_model = engine.sky_model
+        engines[name] = engine
+    return engines
+
+
 def _load(runtime: str, weights: Path, loader: Callable[..., nn.Module], device: torch.device, dtype: torch.dtype, threads: int) -> Network:
     if runtime == "onnxruntime":
         return OrtModel(exported_onnx(weights, loader, default_cache_dir() / "onnx"), threads=threads)
     return loader(weights, device=device, dtype=dtype).to(memory_format=torch.channels_last)
+
+
+class ModelUnavailableError(RuntimeError):
+    """A network named in the settings cannot be loaded; the message says why and what to run."""
+
+
+def network_weights(network: CataloguedNetwork, settings: Settings) -> Path:
+    """Where ``network``'s weights are loaded from: BGR_WEIGHTS for today's IS-Net, else the weights folder."""
+    return settings.weights if network.name == DEFAULT_MODEL else network.weights_path(settings.models_dir)
+
+
+def resolve_network(name: str, settings: Settings) -> CataloguedNetwork:
+    """The catalogued (or carded) network, refused unless its weights are there and its licence is accepted."""
+    try:
+        network = lookup(name, settings.models_dir)
+    except CatalogueError as error:
+        raise ModelUnavailableError(str(error)) from None
+    if network.needs_acceptance and name not in settings.accept_licences:
+        raise ModelUnavailableError(
+            f"{name} is under {network.licence.name} ({network.licence.url}), which does not grant commercial use; "
+            f"to serve it, accept its terms with BGR_ACCEPT_LICENCES={name}"
+        )
+    weights = network_weights(network, settings)
+    if not weights.is_file():
+        raise ModelUnavailableError(f"no weights for {name} at {weights}: run `bgremoval weights fetch --model {name}`")
+    return network
+
+
+def _load_network(network: CataloguedNetwork, weights: Path, runtime: str, device: torch.device, dtype: torch.dtype, threads: int) -> Network:
+    if network.runtime == "torch":
+        return _load(runtime, weights, LOADERS[network.family], device, dtype, threads)
+    # A published graph: ONNX Runtime whatever BGR_RUNTIME says, on CUDA where onnxruntime-gpu offers it.
+    return OrtModel(weights, threads=threads, output=network.preprocess.output, cuda=device.type == "cuda")
 
 
 @dataclass(frozen=True)
@@ -112,7 +174,7 @@ class Analysis:
 
 @dataclass
 class MattingEngine:
-    """Runs IS-Net (and the sky network, when loaded) on batches of square ``resolution`` RGB images.
+    """Runs one subject network (and the sky network, when loaded) on batches of square ``resolution`` RGB images.
 
     ``predict`` and ``analyse`` are synchronous and meant for one dedicated worker thread.
     """
@@ -124,10 +186,14 @@ class MattingEngine:
     sky_model: Network | None = None
     runtime: str = "torch"
     sky_resolution: int = SKY_SERVING_RESOLUTION
-    second_resolution: int = 0  # a second IS-Net pass at this side, its logits averaged with the first's; 0: none
+    second_resolution: int = 0  # a second pass at this side, its raw output averaged with the first's; 0: none
+    name: str = DEFAULT_MODEL
+    preprocess: Preprocess = CATALOGUE[DEFAULT_MODEL].preprocess
+    logits: bool = True  # the network's output goes through a sigmoid (the project's modules always give logits)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "MattingEngine":
+    def from_settings(cls, settings: Settings, model: str | None = None, sky_model: Network | None = None) -> "MattingEngine":
+        """The engine for ``model`` (default: BGR_MODEL); ``sky_model`` shares a sky network already loaded."""
         if settings.torch_threads > 0:
             torch.set_num_threads(settings.torch_threads)
         device = pick_device(settings.device)
@@ -135,36 +201,37 @@ class MattingEngine:
         if dtype == torch.bfloat16 and device.type == "cpu" and not cpu_has_native_bf16():
             log.warning("this CPU lacks what oneDNN's bf16 convolutions need (AVX-512 BW/VL/DQ or AVX-NE-CONVERT): bf16 runs 6-10x slower than fp32")
         runtime = pick_runtime(settings.runtime, device, dtype)
-        model = _load(runtime, settings.weights, load_isnet, device, dtype, settings.torch_threads)
-        sky_model = None
-        if settings.target == "subject":
-            log.info("scene handling off: BGR_TARGET=subject")
-        elif not settings.sky_weights.is_file():
-            log.warning(
-                "scene handling off: no sky network at %s (run `python -m app.weights fetch`); every image is treated as a subject",
-                settings.sky_weights,
-            )
-        else:
-            sky_model = _load(runtime, settings.sky_weights, load_u2netp, device, dtype, settings.torch_threads)
-        second_resolution = pick_second_resolution(settings.second_resolution, settings.resolution, device)
+        network = resolve_network(model or settings.model, settings)
+        net = _load_network(network, network_weights(network, settings), runtime, device, dtype, settings.torch_threads)
+        if sky_model is None:
+            sky_model = load_sky(settings, runtime, device, dtype)
+        preprocess = network.preprocess
+        resolution = settings.resolution if preprocess.resizable else preprocess.side
+        # A published graph may fix its input size: only resizable networks take a second pass.
+        second_resolution = pick_second_resolution(settings.second_resolution, resolution, device) if preprocess.resizable else 0
         log.info(
             "model loaded",
             extra={
+                "model": network.name,
                 "device": str(device),
                 "dtype": str(dtype),
-                "runtime": runtime,
+                "runtime": runtime if network.runtime == "torch" else "onnxruntime",
+                "resolution": resolution,
                 "second_resolution": second_resolution,
                 "scene_handling": sky_model is not None,
             },
         )
         return cls(
-            model=model,
+            model=net,
             device=device,
             dtype=dtype,
-            resolution=settings.resolution,
+            resolution=resolution,
             sky_model=sky_model,
-            runtime=runtime,
+            runtime=runtime if network.runtime == "torch" else "onnxruntime",
             second_resolution=second_resolution,
+            name=network.name,
+            preprocess=preprocess,
+            logits=network.runtime == "torch" or preprocess.transform == "sigmoid",
         )
 
     @property
@@ -177,8 +244,13 @@ class MattingEngine:
         return batch.permute(0, 3, 1, 2).to(self.dtype)
 
     def _logits(self, batch: torch.Tensor) -> torch.Tensor:
-        # The weights were trained on (x - 128) / 256 of 0-255 RGB.
-        return self.model(((batch - 128.0) / 256.0).contiguous(memory_format=torch.channels_last)).float()
+        """The network's raw output (logits, or probabilities for a graph that ends in a sigmoid)."""
+        # What the weights were trained on: (x / pixel_scale - mean) / std of 0-255 RGB; today's IS-Net: (x - 128) / 256.
+        p = self.preprocess
+        mean = torch.tensor(p.mean, device=batch.device).view(1, 3, 1, 1) * p.pixel_scale
+        std = torch.tensor(p.std, device=batch.device).view(1, 3, 1, 1) * p.pixel_scale
+        x = ((batch - mean.to(batch.dtype)) / std.to(batch.dtype)).contiguous(memory_format=torch.channels_last)
+        return self.model(x).float()
 
     def _matte(self, batch: torch.Tensor) -> torch.Tensor:
         logits = self._logits(batch)
@@ -189,7 +261,13 @@ class MattingEngine:
             small = F.interpolate(batch.float(), size=size, mode="bicubic", antialias=True, align_corners=False).clamp(0, 255)
             second = self._logits(small.to(self.dtype))
             logits = (logits + F.interpolate(second, size=logits.shape[-2:], mode="bilinear", align_corners=False)) / 2
-        return torch.sigmoid(logits)[:, 0]
+        matte = (torch.sigmoid(logits) if self.logits else logits.clamp(0, 1))[:, 0]
+        if self.preprocess.minmax:
+            # Stretched to [0, 1] per image, as rembg serves these networks: their outputs seldom reach 0 and 1.
+            low = matte.amin(dim=(1, 2), keepdim=True)
+            high = matte.amax(dim=(1, 2), keepdim=True)
+            matte = (matte - low) / (high - low).clamp_min(1e-6)
+        return matte
 
     def _sky(self, batch: torch.Tensor) -> torch.Tensor:
         assert self.sky_model is not None

@@ -17,16 +17,10 @@ import sys
 from pathlib import Path
 
 from app.weights import sky, source
+from app.storage import default_cache_dir
 from app.weights.convert import state_dict_from_onnx
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parents[2] / "model_weights" / "isnet-general.safetensors"
-
-
-def default_cache_dir() -> Path:
-    base = os.environ.get("BGR_WEIGHTS_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "bgremoval"
-    )
-    return Path(base)
 
 
 def load_onnx(from_source: Path | None, cache_dir: Path) -> tuple[bytes, source.Licence | None, str]:
@@ -100,7 +94,7 @@ def export_graphs(isnet: Path, sky_network: Path | None = None) -> None:
     """Export the ONNX graphs the CPU runtime serves from, beside the weights, so no replica has to at start-up."""
     from app.inference.isnet import load_isnet
     from app.inference.ort_backend import export_onnx, onnx_name
-    from app.inference.u2netp import load_u2netp
+    from app.inference.u2net import load_u2netp
 
     for path, load in ((isnet, load_isnet), (sky_network, load_u2netp)):
         if path is None or not path.is_file():
