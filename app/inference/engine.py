@@ -14,18 +14,16 @@ from PIL import Image
 from torch import nn
 
 from app.catalogue import CATALOGUE, DEFAULT_MODEL, IMAGENET_MEAN, IMAGENET_STD, CatalogueError, Network as CataloguedNetwork, Preprocess, lookup
-from app.inference.isnet import ISNet, load_isnet
+from app.inference.families import loader
+from app.inference.isnet import ISNet
 from app.inference.ort_backend import OrtModel, exported_onnx, onnxruntime_available
-from app.inference.u2net import U2Net, load_u2net, load_u2netp
+from app.inference.u2net import U2Net, load_u2netp
 from app.settings import Settings
 from app.storage import default_cache_dir  # BGR_WEIGHTS_CACHE, where `weights fetch` caches too
 
 log = logging.getLogger(__name__)
 
 Network = ISNet | U2Net | OrtModel  # called the same way: N x 3 x H x W in, N x 1 x H x W out
-
-# The project's own modules, by catalogue family; other families run their published graph.
-LOADERS: dict[str, Callable[..., nn.Module]] = {"isnet": load_isnet, "u2net": load_u2net, "u2netp": load_u2netp}
 
 # The sky map the service routes on. Below the published graph's 384 because the map is coarse
 # anyway: at 256 the sky network costs 0.27 s instead of 0.62 s on the 2-core CPU, and on the
@@ -159,7 +157,7 @@ def resolve_network(name: str, settings: Settings) -> CataloguedNetwork:
 
 def _load_network(network: CataloguedNetwork, weights: Path, runtime: str, device: torch.device, dtype: torch.dtype, threads: int) -> Network:
     if network.runtime == "torch":
-        return _load(runtime, weights, LOADERS[network.family], device, dtype, threads)
+        return _load(runtime, weights, loader(network.family), device, dtype, threads)
     # A published graph: ONNX Runtime whatever BGR_RUNTIME says, on CUDA where onnxruntime-gpu offers it.
     return OrtModel(weights, threads=threads, output=network.preprocess.output, cuda=device.type == "cuda")
 

@@ -74,18 +74,10 @@ class U2NetP(U2Net):
         super().__init__(U2NETP_WIDTHS, out_channels)
 
 
-def load_u2net(path: Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> U2Net:
-    """Build U²-Net and load converted weights from a safetensors file (strict names)."""
-    return _load(U2Net(), path, device, dtype)
-
-
 def load_u2netp(path: Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> U2NetP:
     """Build U²-Netp and load converted weights from a safetensors file (strict names)."""
-    return _load(U2NetP(), path, device, dtype)
-
-
-def _load(model: nn.Module, path: Path, device: torch.device | str, dtype: torch.dtype):
     from safetensors.torch import load_file
 
+    model = U2NetP()
     model.load_state_dict(load_file(str(path)), strict=True)
     return model.to(device=device, dtype=dtype).eval()
