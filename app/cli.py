@@ -110,8 +110,8 @@ class EndpointError(Exception):
     pass
 
 
-def endpoint_segmenter(endpoint: str, key: str | None, mode: str, timeout_s: float):
-    """Segment through any Azure-compatible endpoint (this service, or Azure's API shape)."""
+def endpoint_segmenter(endpoint: str, key: str | None, mode: str, timeout_s: float, model: str | None = None):
+    """Segment through any Azure-compatible endpoint (this service, or Azure's API shape); ``model``: one of this service's networks."""
     import httpx
 
     base = endpoint.rstrip("/")
@@ -123,7 +123,8 @@ def endpoint_segmenter(endpoint: str, key: str | None, mode: str, timeout_s: flo
 
     async def segment(data: bytes) -> bytes:
         try:
-            response = await client.post(url, params={"api-version": API_VERSION, "mode": mode}, content=data, headers=headers)
+            params = {"api-version": API_VERSION, "mode": mode, **({"model": model} if model else {})}
+            response = await client.post(url, params=params, content=data, headers=headers)
         except httpx.HTTPError as error:
             raise EndpointError(f"cannot reach {endpoint}: {type(error).__name__} {error}".strip()) from None
         if response.status_code == 200 and response.content.startswith(b"\x89PNG"):
@@ -145,15 +146,17 @@ def local_segmenter(settings: Settings, mode: str):
     """Segment in this process, with the service's own pipeline (decode, batcher, model, PNG)."""
     from app.http.errors import AzureError
     from app.inference.batcher import Batcher
-    from app.inference.engine import MattingEngine, pick_batch_size
+    from app.inference.engine import MattingEngine, ModelUnavailableError, pick_batch_size
     from app.pixel_budget import PixelBudget
     from app.service import SegmentService
 
-    if not settings.weights.exists():
-        raise UsageError(f"no weights at {settings.weights}: run `bgremoval weights fetch` first")
-    engine = MattingEngine.from_settings(settings)
+    try:
+        engine = MattingEngine.from_settings(settings)  # BGR_MODEL (--model) alone: one network per run
+    except ModelUnavailableError as error:
+        raise UsageError(str(error)) from None
     batcher = Batcher(engine.analyse, pick_batch_size(settings.max_batch_size, engine.device), settings.max_batch_wait_ms / 1000, 10**6)
-    service = SegmentService.from_settings(settings, batcher, engine, PixelBudget(settings.max_pixels_in_flight))
+    engines, batchers = {engine.name: engine}, {engine.name: batcher}
+    service = SegmentService.from_settings(settings, batchers, engines, PixelBudget(settings.max_pixels_in_flight))
     started = False
 
     async def segment(data: bytes) -> bytes:
@@ -233,7 +236,8 @@ def remove(args: argparse.Namespace) -> int:
         raise UsageError(f"an output would replace an input ({sorted(clashes)[0]}): choose --output-dir or --suffix")
 
     if args.endpoint:
-        segment, close = endpoint_segmenter(args.endpoint, args.key or os.environ.get("BGR_CLIENT_KEY"), args.mode, args.timeout)
+        key = args.key or os.environ.get("BGR_CLIENT_KEY")
+        segment, close = endpoint_segmenter(args.endpoint, key, args.mode, args.timeout, getattr(args, "setting_model", None))
         where = args.endpoint
     else:
         segment, close = local_segmenter(load_settings(args), args.mode)
