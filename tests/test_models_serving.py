@@ -12,11 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.catalogue import CATALOGUE
 from app.inference.engine import MattingEngine
 from app.inference.pipeline import matte_at_size, model_input
 from app.settings import Settings
-from app.weights.models import fetch_model
 
 from conftest import FAST, SEGMENT, Server, png_bytes, read_png, sample_photos, start_server, stop_server
 
@@ -25,10 +23,8 @@ PARAMS = {"api-version": "2023-02-01-preview"}
 
 
 @pytest.fixture(scope="module")
-def models_dir(rembg_u2netp: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("models")
-    fetch_model(CATALOGUE["u2netp"], folder, folder / "cache", rembg_u2netp, force=False, progress=False)
-    return folder
+def models_dir(u2netp_models_dir: Path) -> Path:
+    return u2netp_models_dir
 
 
 @pytest.fixture(scope="module")

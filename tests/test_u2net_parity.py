@@ -20,7 +20,6 @@ from app.inference.engine import MattingEngine
 from app.inference.families import loader
 from app.inference.pipeline import model_input
 from app.settings import Settings
-from app.weights.models import fetch_model
 
 from conftest import sample_photos
 
@@ -28,10 +27,8 @@ SIDE = CATALOGUE["u2netp"].preprocess.side
 
 
 @pytest.fixture(scope="module")
-def models_dir(rembg_u2netp: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("models")
-    fetch_model(CATALOGUE["u2netp"], folder, folder / "cache", rembg_u2netp, force=False, export_onnx=False, progress=False)
-    return folder
+def models_dir(u2netp_models_dir: Path) -> Path:
+    return u2netp_models_dir
 
 
 @pytest.fixture(scope="module")

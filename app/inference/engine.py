@@ -204,6 +204,7 @@ class MattingEngine:
         if sky_model is None:
             sky_model = load_sky(settings, runtime, device, dtype)
         preprocess = network.preprocess
+        served_by = runtime if network.runtime == "torch" else "onnxruntime"
         resolution = settings.resolution if preprocess.resizable else preprocess.side
         # A published graph may fix its input size: only resizable networks take a second pass.
         second_resolution = pick_second_resolution(settings.second_resolution, resolution, device) if preprocess.resizable else 0
@@ -213,7 +214,7 @@ class MattingEngine:
                 "model": network.name,
                 "device": str(device),
                 "dtype": str(dtype),
-                "runtime": runtime if network.runtime == "torch" else "onnxruntime",
+                "runtime": served_by,
                 "resolution": resolution,
                 "second_resolution": second_resolution,
                 "scene_handling": sky_model is not None,
@@ -225,7 +226,7 @@ class MattingEngine:
             dtype=dtype,
             resolution=resolution,
             sky_model=sky_model,
-            runtime=runtime if network.runtime == "torch" else "onnxruntime",
+            runtime=served_by,
             second_resolution=second_resolution,
             name=network.name,
             preprocess=preprocess,
