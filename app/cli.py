@@ -302,7 +302,10 @@ def weights(args: argparse.Namespace) -> int:
     if name not in CATALOGUE:
         raise UsageError(f"unknown network {name!r}: catalogued are {', '.join(CATALOGUE)}")
     network = CATALOGUE[name]
-    models_dir = Settings.from_env().models_dir
+    try:
+        models_dir = Settings.from_env().models_dir
+    except SettingsError as error:
+        raise UsageError(str(error)) from None
     path = args.path if name == DEFAULT_MODEL else network.weights_path(models_dir)
     if args.action == "fetch":
         extra = (["--force"] if args.force else []) + (["--source", str(args.source)] if args.source else [])

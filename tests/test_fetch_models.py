@@ -148,3 +148,11 @@ def test_fetch_through_source_converts_rembgs_u2netp_strictly(rembg_u2netp, tmp_
     refused = subprocess.run([*command[:7], str(tampered), "--models-dir", str(other), "--cache", str(cache)],
                              cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert refused.returncode == 1 and "MD5" in refused.stderr and not other.exists()
+
+
+def test_a_graph_that_does_not_fit_the_module_is_refused(rembg_u2netp, tmp_path):
+    """u2netp's graph catalogued as the full U²-Net: the shapes differ, so nothing is written."""
+    wrong = dataclasses.replace(CATALOGUE["u2net"], source=CATALOGUE["u2netp"].source)
+    with pytest.raises(WeightsError, match="does not fit the project's u2net module"):
+        fetch_model(wrong, tmp_path / "models", tmp_path / "cache", rembg_u2netp, False, progress=False)
+    assert not (tmp_path / "models").exists() or list((tmp_path / "models").glob("*")) == []

@@ -51,7 +51,10 @@ def convert(network: Network, onnx_path: Path, output: Path) -> int:
         state = state_dict_from_onnx(onnx_bytes)
         model.load_state_dict(state, strict=True)
     except (ValueError, RuntimeError):
-        state = state_dict_by_call_order(onnx_bytes, model)
+        try:
+            state = state_dict_by_call_order(onnx_bytes, model)
+        except (ValueError, RuntimeError) as error:
+            raise WeightsError(f"{network.name}: the graph does not fit the project's {network.family} module: {error}") from None
     output.parent.mkdir(parents=True, exist_ok=True)
     temporary = output.with_name(f".{output.name}.{os.getpid()}.tmp")
     try:
