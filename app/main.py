@@ -6,7 +6,7 @@ import asyncio
 import logging
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import AsyncIterator
+from typing import AsyncIterator, Mapping
 
 import httpx
 from fastapi import FastAPI
@@ -25,7 +25,7 @@ from app.http.middleware import AzureHeadersMiddleware
 from app.http.openapi import openapi_document
 from app.http.url_fetch import UrlPolicy
 from app.inference.batcher import Batcher
-from app.inference.engine import MattingEngine, pick_batch_size
+from app.inference.engine import MattingEngine, load_engines, pick_batch_size
 from app.metrics import CONTENT_TYPE, Metrics
 from app.pixel_budget import PixelBudget
 from app.service import SegmentService
@@ -35,8 +35,8 @@ log = logging.getLogger("app")
 WEB_ROOT = Path(__file__).resolve().parent / "web" / "static"
 
 
-def create_app(settings: Settings, engine: MattingEngine | None = None) -> FastAPI:
-    """Build the app. ``engine`` lets tests share one loaded model between apps."""
+def create_app(settings: Settings, engine: MattingEngine | None = None, engines: Mapping[str, MattingEngine] | None = None) -> FastAPI:
+    """Build the app. ``engine`` (the default network) or ``engines`` (by name, the default first) let tests share loaded models."""
     metrics = Metrics()
 
     @asynccontextmanager
@@ -45,19 +45,31 @@ def create_app(settings: Settings, engine: MattingEngine | None = None) -> FastA
         key_checker = KeyChecker(settings.all_api_keys())
         if not key_checker.enforced:
             log.warning("no API key configured (BGR_API_KEYS / BGR_API_KEYS_FILE): the service accepts every request")
-        matting = engine or await asyncio.to_thread(MattingEngine.from_settings, settings)
-        await asyncio.to_thread(matting.warm_up)
-        batcher = Batcher(
-            matting.analyse,
-            pick_batch_size(settings.max_batch_size, matting.device),
-            settings.max_batch_wait_ms / 1000,
-            settings.queue_size,
-            on_batch=metrics.observe_batch,
-        )
-        metrics.watch_queue(lambda: batcher.depth)
-        await batcher.start()
+        if engines is not None:
+            loaded = dict(engines)
+        elif engine is not None:
+            loaded = {engine.name: engine}
+        else:
+            loaded = await asyncio.to_thread(load_engines, settings)
+        for matting in loaded.values():
+            await asyncio.to_thread(matting.warm_up)
+        # One batcher per network: a batch holds one network's inputs.
+        batchers = {
+            name: Batcher(
+                matting.analyse,
+                pick_batch_size(settings.max_batch_size, matting.device),
+                settings.max_batch_wait_ms / 1000,
+                settings.queue_size,
+                on_batch=metrics.batch_observer(name),
+            )
+            for name, matting in loaded.items()
+        }
+        metrics.watch_queues({name: (lambda b=batcher: b.depth) for name, batcher in batchers.items()})
+        for batcher in batchers.values():
+            await batcher.start()
         pixel_budget = PixelBudget(settings.max_pixels_in_flight)
-        service = SegmentService.from_settings(settings, batcher, matting, pixel_budget, on_input=metrics.observe_input)
+        service = SegmentService.from_settings(settings, batchers, loaded, pixel_budget, on_input=metrics.observe_input)
+        matting = loaded[service.default_model]
         url_policy = UrlPolicy.from_allow_list(
             settings.url_allow,
             max_bytes=MAX_IMAGE_BYTES,
@@ -73,6 +85,7 @@ def create_app(settings: Settings, engine: MattingEngine | None = None) -> FastA
                     "port": settings.port,
                     "device": str(matting.device),
                     "dtype": str(matting.dtype),
+                    "models": list(service.models),
                     "scene_handling": service.scene_handling,
                 },
             )
@@ -81,7 +94,7 @@ def create_app(settings: Settings, engine: MattingEngine | None = None) -> FastA
                     "ready": ready,
                     "key_checker": key_checker,
                     "segment_service": service,
-                    "batcher": batcher,
+                    "batchers": batchers,
                     "pixel_budget": pixel_budget,
                     "http_client": http_client,
                     "url_policy": url_policy,
@@ -90,9 +103,16 @@ def create_app(settings: Settings, engine: MattingEngine | None = None) -> FastA
             finally:
                 # The server has stopped accepting and waited for open requests; answer what is still queued.
                 ready.clear()
-                await batcher.drain(settings.shutdown_grace_s)
-                await batcher.stop()
-                log.info("stopped", extra={"images": batcher.stats.images, "batches": batcher.stats.batches})
+                await asyncio.gather(*(batcher.drain(settings.shutdown_grace_s) for batcher in batchers.values()))
+                for batcher in batchers.values():
+                    await batcher.stop()
+                log.info(
+                    "stopped",
+                    extra={
+                        "images": sum(b.stats.images for b in batchers.values()),
+                        "batches": sum(b.stats.batches for b in batchers.values()),
+                    },
+                )
 
     app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     for path in routes.SEGMENT_PATHS:

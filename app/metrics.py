@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -22,22 +22,34 @@ class Metrics:
         )
         self.inflight = Gauge("bgremoval_inflight_requests", "Segment requests being served now.", registry=r)
         self.rejected = Counter("bgremoval_rejected", "Requests refused, by reason.", ["reason"], registry=r)
-        self.queue_depth = Gauge("bgremoval_queue_depth", "Requests waiting for the model.", registry=r)
-        self.batch_size = Histogram("bgremoval_batch_size", "Images per model call.", buckets=(1, 2, 4, 8, 16, 32, 64), registry=r)
+        # The total stays unlabelled: the HPA scales on it (deploy/kubernetes/prometheus-adapter).
+        self.queue_depth = Gauge("bgremoval_queue_depth", "Requests waiting for a model, all networks together.", registry=r)
+        self.model_queue_depth = Gauge("bgremoval_model_queue_depth", "Requests waiting, by network.", ["model"], registry=r)
+        self.batch_size = Histogram(
+            "bgremoval_batch_size", "Images per model call, by network.", ["model"], buckets=(1, 2, 4, 8, 16, 32, 64), registry=r
+        )
         self.inference_seconds = Histogram(
-            "bgremoval_inference_seconds", "Seconds per model call (a whole batch).", buckets=LATENCY_BUCKETS, registry=r
+            "bgremoval_inference_seconds", "Seconds per model call (a whole batch), by network.", ["model"], buckets=LATENCY_BUCKETS, registry=r
         )
         self.input_megapixels = Histogram(
             "bgremoval_input_megapixels", "Size of the input images.", buckets=(0.1, 0.3, 1, 2, 4, 8, 12, 16, 25, 50, 100, 256),
             registry=r,
         )
 
-    def watch_queue(self, depth: Callable[[], int]) -> None:
-        self.queue_depth.set_function(depth)
+    def watch_queues(self, depths: Mapping[str, Callable[[], int]]) -> None:
+        """Gauges read from each network's batcher when scraped."""
+        for model, depth in depths.items():
+            self.model_queue_depth.labels(model).set_function(depth)
+        self.queue_depth.set_function(lambda: sum(depth() for depth in depths.values()))
 
-    def observe_batch(self, size: int, seconds: float) -> None:
-        self.batch_size.observe(size)
-        self.inference_seconds.observe(seconds)
+    def batch_observer(self, model: str) -> Callable[[int, float], None]:
+        batch_size, seconds = self.batch_size.labels(model), self.inference_seconds.labels(model)
+
+        def observe(size: int, elapsed: float) -> None:
+            batch_size.observe(size)
+            seconds.observe(elapsed)
+
+        return observe
 
     def observe_input(self, width: int, height: int) -> None:
         self.input_megapixels.observe(width * height / 1e6)

@@ -6,7 +6,7 @@ import asyncio
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable, Iterator, Literal, get_args
+from typing import Callable, Iterator, Literal, Mapping, get_args
 
 import numpy as np
 from PIL import Image
@@ -79,11 +79,20 @@ class Composed:
     measures: SceneMeasures | None
 
 
+@dataclass(frozen=True)
+class Lane:
+    """One loaded network: the batcher its requests queue on, and the input it takes."""
+
+    batcher: Batcher
+    resolution: int
+    input_filter: Image.Resampling = Image.Resampling.BILINEAR
+
+
 class SegmentService:
     def __init__(
         self,
-        batcher: Batcher,
-        resolution: int,
+        lanes: Mapping[str, Lane],
+        default_model: str,
         decode_concurrency: int,
         pixel_budget: PixelBudget,
         png_compression: int,
@@ -94,26 +103,43 @@ class SegmentService:
         person_detector: PersonDetector | None = None,
         default_target: TargetChoice = "auto",
         decontaminate: bool = False,
-        input_filter: Image.Resampling = Image.Resampling.BILINEAR,
     ) -> None:
-        """``scene_rule`` is None when there is no sky network or person detector: every image is then a subject."""
+        """``lanes``: each loaded network by name; ``scene_rule`` is None when there is no sky network or person detector
+        (every image is then a subject)."""
+        if default_model not in lanes:
+            raise ValueError(f"the default network {default_model!r} is not among the loaded {sorted(lanes)}")
         if scene_rule is not None and person_detector is None:
             raise ValueError("the scene rule needs the person detector")
-        self._batcher = batcher
+        self._lanes = dict(lanes)
+        self._default_model = default_model
         self._scene_rule = scene_rule
         self._person_detector = person_detector
         self._default_target = default_target
         self._decontaminate = decontaminate
         self._on_input = on_input
-        self._resolution = resolution
-        self._input_filter = input_filter  # how images are resized to the model's input
         self._cpu_slots = asyncio.Semaphore(decode_concurrency)
         self._pixel_budget = pixel_budget
         self._png_compression = png_compression
         self._matte_png_compression = matte_png_compression
         self._retry_after_s = retry_after_s
 
-    def _prepare(self, data: bytes, info: ImageInfo, mode: Mode, needs_guide: bool) -> Prepared:
+    @property
+    def models(self) -> tuple[str, ...]:
+        """The loaded networks, the default first."""
+        return tuple(self._lanes)
+
+    @property
+    def default_model(self) -> str:
+        return self._default_model
+
+    def lane(self, model: str | None) -> Lane:
+        """The network a request names (None: the default); an Azure-shaped 400 naming what is loaded otherwise."""
+        lane = self._lanes.get(model or self._default_model)
+        if lane is None:
+            raise errors.invalid_model(self.models)
+        return lane
+
+    def _prepare(self, data: bytes, info: ImageInfo, mode: Mode, needs_guide: bool, lane: Lane) -> Prepared:
         with image_errors():
             if mode == "backgroundRemoval" or needs_guide:
                 # The cut-out's pixels, or the guide a scene's sky edge is refined with (at most output size).
@@ -124,11 +150,11 @@ class SegmentService:
                 if rgb.shape[:2] != (out_h, out_w):
                     rgb = np.asarray(Image.fromarray(rgb).resize((out_w, out_h), Image.LANCZOS, reducing_gap=3.0))
                 if mode == "foregroundMatting":
-                    return Prepared(rgb, info.width, info.height, model_input(rgb, self._resolution, self._input_filter))
-                return Prepared(rgb, out_w, out_h, model_input(rgb, self._resolution, self._input_filter))
+                    return Prepared(rgb, info.width, info.height, model_input(rgb, lane.resolution, lane.input_filter))
+                return Prepared(rgb, out_w, out_h, model_input(rgb, lane.resolution, lane.input_filter))
             # foregroundMatting of a subject needs the pixels only at the model's size, and the output's size.
-            image = decode_image(data, (self._resolution, self._resolution))
-            return Prepared(None, info.width, info.height, model_input(image.rgb, self._resolution, self._input_filter))
+            image = decode_image(data, (lane.resolution, lane.resolution))
+            return Prepared(None, info.width, info.height, model_input(image.rgb, lane.resolution, lane.input_filter))
 
     def _alpha(self, prepared: Prepared, analysis: Analysis, choice: TargetChoice) -> tuple[np.ndarray, Target, SceneMeasures | None]:
         measures = None
@@ -160,39 +186,45 @@ class SegmentService:
     def from_settings(
         cls,
         settings: Settings,
-        batcher: Batcher,
-        engine: MattingEngine,
+        batchers: Mapping[str, Batcher],
+        engines: Mapping[str, MattingEngine],
         pixel_budget: PixelBudget,
         on_input: Callable[[int, int], None] | None = None,
     ) -> "SegmentService":
+        """One lane per loaded engine, with the batcher of the same name; the first engine is the default."""
+        lanes = {name: Lane(batchers[name], engine.resolution, engine.input_filter) for name, engine in engines.items()}
+        default = next(iter(engines))
         return cls(
-            batcher,
-            engine.resolution,
+            lanes,
+            default,
             settings.decode_concurrency,
             pixel_budget,
             settings.png_compression,
             settings.matte_png_compression,
             settings.retry_after_s,
             on_input=on_input,
-            scene_rule=SceneRule() if engine.sky_model is not None and engine.person_detector is not None else None,
-            person_detector=engine.person_detector,
+            scene_rule=SceneRule() if engines[default].sky_model is not None and engines[default].person_detector is not None else None,
+            person_detector=engines[default].person_detector,
             default_target=settings.target,  # type: ignore[arg-type]  # validated by Settings
             decontaminate=settings.decontaminate,
-            input_filter=engine.input_filter,
         )
 
     @property
     def scene_handling(self) -> bool:
         return self._scene_rule is not None
 
-    async def segment(self, data: bytes, mode: Mode, target: TargetChoice | None = None, decontaminate: bool | None = None) -> PngStream:
+    async def segment(
+        self, data: bytes, mode: Mode, target: TargetChoice | None = None, decontaminate: bool | None = None, model: str | None = None
+    ) -> PngStream:
         """The PNG response as a stream of byte chunks; the caller must ``close()`` it when sent or abandoned.
 
         ``target``: subject, scene, or auto (decide from the image); None means the server's default.
         ``decontaminate``: whether a cut-out's semi-transparent pixels get the foreground's estimated
         colour instead of the photo's; None means the server's default.
+        ``model``: a loaded network by name; None means the server's default.
         Errors before the first byte raise :class:`errors.AzureError`.
         """
+        lane = self.lane(model)
         choice = target or self._default_target
         if choice == "scene" and self._scene_rule is None:
             raise errors.scene_unavailable()
@@ -204,10 +236,10 @@ class SegmentService:
         held = await self._pixel_budget.acquire(info.width * info.height)
         try:
             async with self._cpu_slots:
-                prepared = await asyncio.to_thread(self._prepare, data, info, mode, needs_guide)
+                prepared = await asyncio.to_thread(self._prepare, data, info, mode, needs_guide, lane)
             del data
             try:
-                analysis = await self._batcher.submit(prepared.model_rgb)
+                analysis = await lane.batcher.submit(prepared.model_rgb)
             except QueueFullError:
                 raise errors.rate_limited(self._retry_after_s) from None
             except BatcherStoppedError:

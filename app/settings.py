@@ -6,13 +6,13 @@ Every field is documented in the README's settings table; keep the two in step.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Mapping
 
-from app.http.cors import CorsPolicy
-
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+_ORIGIN = re.compile(r"^https?://[^/\s?#]+$")  # scheme://host[:port], no path
 
 
 TARGETS = ("auto", "subject", "scene")
@@ -20,6 +20,40 @@ TARGETS = ("auto", "subject", "scene")
 
 class SettingsError(ValueError):
     pass
+
+
+@dataclass(frozen=True)
+class CorsPolicy:
+    """Which origins may call: ``any_origin``, or those in ``origins`` (none: CORS off)."""
+
+    any_origin: bool
+    origins: frozenset[str] = frozenset()
+
+    @classmethod
+    def parse(cls, entries: tuple[str, ...]) -> "CorsPolicy":
+        """``("*",)``, ``("none",)`` or origins such as ``("https://app.example.com", "http://localhost:3000")``."""
+        lowered = tuple(entry.strip().lower().rstrip("/") for entry in entries)
+        if lowered in ((), ("none",)):
+            return cls(any_origin=False)
+        if lowered == ("*",):
+            return cls(any_origin=True)
+        for entry in lowered:
+            if not _ORIGIN.match(entry):
+                raise ValueError(f"{entry!r} is not *, none or an origin (scheme://host[:port], no path)")
+        return cls(any_origin=False, origins=frozenset(lowered))
+
+    @property
+    def enabled(self) -> bool:
+        return self.any_origin or bool(self.origins)
+
+    def allow_origin(self, origin: str | None) -> str | None:
+        """The ``Access-Control-Allow-Origin`` value for a request from ``origin``; None: no CORS headers."""
+        if origin is None:
+            return None
+        if self.any_origin:
+            return "*"
+        return origin if origin.lower() in self.origins else None
+
 
 
 def _split(value: str) -> tuple[str, ...]:
@@ -30,7 +64,11 @@ def _split(value: str) -> tuple[str, ...]:
 class Settings:
     host: str = "0.0.0.0"
     port: int = 5000
-    weights: Path = PROJECT_ROOT / "model_weights" / "isnet-general.safetensors"
+    model: str = "isnet-general-use"  # the network a request without ?model= gets (README "Models")
+    models: tuple[str, ...] = ()  # the networks loaded at start, each with its own batcher; empty: BGR_MODEL alone
+    models_dir: Path = PROJECT_ROOT / "model_weights"  # where `weights fetch --model` puts networks (and model cards)
+    accept_licences: tuple[str, ...] = ()  # networks whose non-commercial or unstated licence the operator accepts
+    weights: Path = PROJECT_ROOT / "model_weights" / "isnet-general.safetensors"  # isnet-general-use's weights
     sky_weights: Path = PROJECT_ROOT / "model_weights" / "sky-u2netp.safetensors"  # absent: scene handling off
     person_weights: Path = PROJECT_ROOT / "model_weights" / "person-detector.tflite"  # absent: scene handling off (it never risks a subject)
     target: str = "auto"  # auto | subject | scene: the default when a request names no target
@@ -79,7 +117,7 @@ class Settings:
                     values[f.name] = float(raw)
                 elif isinstance(default, tuple):
                     values[f.name] = _split(raw)
-                elif f.name in ("weights", "sky_weights", "person_weights", "api_keys_file"):
+                elif f.name in ("weights", "sky_weights", "person_weights", "api_keys_file", "models_dir"):
                     values[f.name] = Path(raw)
                 else:
                     values[f.name] = raw.strip()
@@ -118,6 +156,12 @@ class Settings:
             raise SettingsError("BGR_RUNTIME must be auto, torch or onnxruntime")
         if self.dtype not in ("auto", "float32", "float16", "bfloat16"):
             raise SettingsError("BGR_DTYPE must be auto, float32, float16 or bfloat16")
+        if self.models and self.model not in self.models:
+            raise SettingsError(f"BGR_MODEL={self.model} must be one of BGR_MODELS ({', '.join(self.models)})")
+
+    def loaded_models(self) -> tuple[str, ...]:
+        """The networks to load, the default first."""
+        return (self.model, *(name for name in dict.fromkeys(self.models) if name != self.model))
 
     def cors_policy(self) -> CorsPolicy:
         try:

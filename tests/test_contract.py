@@ -17,7 +17,7 @@ from app.http import errors
 from app.inference.batcher import Batcher
 from app.main import create_app
 from app.pixel_budget import PixelBudget
-from app.service import SegmentService
+from app.service import Lane, SegmentService
 from app.settings import Settings
 
 from conftest import FILE_KEY, KEYS, SEGMENT, WEIGHTS, photo, png_bytes
@@ -206,7 +206,7 @@ def test_service_unavailable_once_stopping(image):
 
     async def scenario():
         batcher = Batcher(lambda batch: np.zeros(batch.shape[:3], np.float32), 1, 0.0, 4)
-        service = SegmentService(batcher, 64, 1, PixelBudget(10**8), 1, 6, 1)
+        service = SegmentService({"isnet-general-use": Lane(batcher, 64)}, "isnet-general-use", 1, PixelBudget(10**8), 1, 6, 1)
         with pytest.raises(errors.AzureError) as raised:
             await service.segment(image, "backgroundRemoval")
         return raised.value

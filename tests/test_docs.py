@@ -32,3 +32,15 @@ def test_every_default_in_the_readme_table_is_the_codes():
             continue
         as_set = Settings.from_env({name: value.strip("`")})
         assert getattr(as_set, field.name) == default, f"{name}: README says {value}"
+
+
+def test_the_models_table_lists_every_catalogued_network_with_its_licence_and_whether_it_was_measured():
+    from app.catalogue import NETWORKS
+
+    catalogue_row = r"^\| `([a-z0-9_.-]+)` \| [^\n]*measured here \|$"  # the catalogue table's rows end in its last column
+    rows = {m.group(1): m.group(0) for m in re.finditer(catalogue_row, README.read_text(), flags=re.MULTILINE)}
+    for network in NETWORKS:
+        row = rows[network.name]
+        assert network.licence.name in row and network.purpose in row, network.name
+        assert row.endswith("| measured here |" if network.measured else "| not measured here |"), network.name
+        assert ("needs `BGR_ACCEPT_LICENCES`" in row) == network.needs_acceptance, network.name

@@ -16,7 +16,8 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from app.inference.u2netp import IMAGENET_MEAN, IMAGENET_STD, SKY_RESOLUTION, U2NetP, load_u2netp
+from app.catalogue import IMAGENET_MEAN, IMAGENET_STD
+from app.inference.u2net import U2NetP, load_u2netp
 from app.weights import sky, source
 from app.weights.__main__ import fetch_sky
 from app.weights.ncnn import NcnnFormatError, parse_param, read_weights, state_dict_from_ncnn
@@ -90,14 +91,14 @@ def test_parity_with_the_ncnn_runtime_on_real_photos(sky_weights, ncnn_files, ca
     std = np.array(IMAGENET_STD, np.float32) * 255
     differences = []
     for path in sky_photos():
-        rgb = np.ascontiguousarray(np.asarray(Image.open(path).convert("RGB").resize((SKY_RESOLUTION,) * 2, Image.BILINEAR)))
+        rgb = np.ascontiguousarray(np.asarray(Image.open(path).convert("RGB").resize((sky.SKY_RESOLUTION,) * 2, Image.BILINEAR)))
         extractor = net.create_extractor()
         # ncnn's own pixel import and normalisation, as the original inference code does it.
-        pixels = ncnn.Mat.from_pixels(rgb, ncnn.Mat.PixelType.PIXEL_RGB, SKY_RESOLUTION, SKY_RESOLUTION)
+        pixels = ncnn.Mat.from_pixels(rgb, ncnn.Mat.PixelType.PIXEL_RGB, sky.SKY_RESOLUTION, sky.SKY_RESOLUTION)
         pixels.substract_mean_normalize(mean.tolist(), (1 / std).tolist())
         extractor.input("input.1", pixels)
         _, out = extractor.extract("1959")
-        reference = np.array(out).reshape(SKY_RESOLUTION, SKY_RESOLUTION).copy()
+        reference = np.array(out).reshape(sky.SKY_RESOLUTION, sky.SKY_RESOLUTION).copy()
         x = torch.from_numpy(((rgb - mean) / std).transpose(2, 0, 1).copy())[None]
         with torch.inference_mode():
             ours = torch.sigmoid(model(x))[0, 0].numpy()

@@ -10,10 +10,11 @@ key check. Every other response to a request with an allowed ``Origin`` (errors 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.settings import CorsPolicy  # parsed with the settings, so a bad BGR_CORS_ORIGINS fails at start
 
 # Azure's request headers, named even when a preflight does not ask for them.
 ALLOWED_HEADERS = ("Ocp-Apim-Subscription-Key", "Ocp-Apim-Subscription-Region", "Content-Type", "Accept")
@@ -31,41 +32,7 @@ EXPOSED_HEADERS = (
 )
 ALLOWED_METHODS = "GET, POST, OPTIONS"
 PREFLIGHT_MAX_AGE_S = 7200  # Chromium caps the preflight cache at two hours
-_ORIGIN = re.compile(r"^https?://[^/\s?#]+$")
 _TOKEN = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
-
-
-@dataclass(frozen=True)
-class CorsPolicy:
-    """Which origins may call: ``any_origin``, or those in ``origins`` (none: CORS off)."""
-
-    any_origin: bool
-    origins: frozenset[str] = frozenset()
-
-    @classmethod
-    def parse(cls, entries: tuple[str, ...]) -> "CorsPolicy":
-        """``("*",)``, ``("none",)`` or origins such as ``("https://app.example.com", "http://localhost:3000")``."""
-        lowered = tuple(entry.strip().lower().rstrip("/") for entry in entries)
-        if lowered in ((), ("none",)):
-            return cls(any_origin=False)
-        if lowered == ("*",):
-            return cls(any_origin=True)
-        for entry in lowered:
-            if not _ORIGIN.match(entry):
-                raise ValueError(f"{entry!r} is not *, none or an origin (scheme://host[:port], no path)")
-        return cls(any_origin=False, origins=frozenset(lowered))
-
-    @property
-    def enabled(self) -> bool:
-        return self.any_origin or bool(self.origins)
-
-    def allow_origin(self, origin: str | None) -> str | None:
-        """The ``Access-Control-Allow-Origin`` value for a request from ``origin``; None: no CORS headers."""
-        if origin is None:
-            return None
-        if self.any_origin:
-            return "*"
-        return origin if origin.lower() in self.origins else None
 
 
 class CorsMiddleware:

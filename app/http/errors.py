@@ -9,6 +9,7 @@ errors carry the status as the code, a space after ``"message":`` and plain
 from __future__ import annotations
 
 import json
+from typing import Sequence
 
 from starlette.responses import Response
 
@@ -87,6 +88,11 @@ def invalid_target() -> AzureError:
 
 def invalid_decontaminate() -> AzureError:
     return invalid_request("invalid_decontaminate", "Value for decontaminate is invalid. Use true or false.")
+
+
+def invalid_model(available: Sequence[str]) -> AzureError:
+    # Not Azure's parameter; the message names what this server loaded rather than echoing the request.
+    return invalid_request("invalid_model", f"Value for model is invalid. This server has loaded: {', '.join(available)}.")
 
 
 def scene_unavailable() -> AzureError:

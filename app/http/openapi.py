@@ -40,6 +40,7 @@ def openapi_document(version: str) -> dict[str, Any]:
                         {"$ref": "#/components/parameters/SharedSegmentQuery"},
                         {"$ref": "#/components/parameters/SegmentTarget"},
                         {"$ref": "#/components/parameters/SegmentDecontaminate"},
+                        {"$ref": "#/components/parameters/SegmentModel"},
                     ],
                     "requestBody": {
                         "description": "The image to be analyzed",
@@ -136,6 +137,17 @@ def openapi_document(version: str) -> dict[str, Any]:
                     ),
                     "required": False,
                     "schema": {"type": "boolean"},
+                },
+                "SegmentModel": {
+                    "name": "model",
+                    "in": "query",
+                    "description": (
+                        "Not in Azure's API: the network to segment with, one of those the server loaded (BGR_MODELS; "
+                        "GET /health/ready lists them under \"models\"). Absent or empty: the server's default (BGR_MODEL). "
+                        "A name the server has not loaded is a 400 InvalidRequest naming the loaded ones."
+                    ),
+                    "required": False,
+                    "schema": {"type": "string"},
                 },
             },
             "schemas": {

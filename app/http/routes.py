@@ -14,6 +14,7 @@ from app.http import errors
 from app.http.auth import KeyChecker
 from app.http.body import MAX_IMAGE_BYTES, MAX_JSON_BYTES, MULTIPART_OVERHEAD, body_kind, multipart_image, parse_url_body, read_capped
 from app.http.url_fetch import BodyTooLarge, UrlNotAccessible, UrlPolicy, fetch_url
+from app.inference.batcher import Batcher
 from app.service import MODES, TARGET_CHOICES, PngStream, SegmentService
 
 log = logging.getLogger(__name__)
@@ -94,12 +95,14 @@ async def segment(request: Request) -> Response:
     if target is not None and target not in TARGET_CHOICES:
         raise errors.invalid_target()
     decontaminate = _boolean(query.get("decontaminate"), errors.invalid_decontaminate)
-    kind, body = await read_body(request, request.state.body_timeout_s)
     service: SegmentService = request.state.segment_service
+    model = query.get("model")
+    service.lane(model)  # an unknown network is refused before the body is read
+    kind, body = await read_body(request, request.state.body_timeout_s)
 
     async def produce() -> PngStream:
         data = await image_bytes(request, kind, body, request.state.http_client, request.state.url_policy)
-        return await service.segment(data, mode, target, decontaminate)  # type: ignore[arg-type]  # checked above
+        return await service.segment(data, mode, target, decontaminate, model)  # type: ignore[arg-type]  # checked above
 
     return PngResponse(await until_disconnected(request, produce()))
 
@@ -160,16 +163,28 @@ async def live(request: Request) -> Response:
 async def ready(request: Request) -> Response:
     if not request.state.ready.is_set():
         return JSONResponse({"status": "not ready"}, status_code=503)
-    batcher = request.state.batcher
-    stats = batcher.stats
+    batchers: dict[str, Batcher] = request.state.batchers
+    service: SegmentService = request.state.segment_service
+    models = {name: _batcher_stats(batcher) for name, batcher in batchers.items()}
+    totals = {key: sum(stats[key] for stats in models.values()) for key in ("queue_depth", "batches", "images", "failed_batches", "abandoned")}
+    # The totals keep their place at the top; "models" lists what was loaded, for clients and the web page's picker.
     return JSONResponse(
         {
             "status": "ready",
-            "queue_depth": batcher.depth,
-            "batches": stats.batches,
-            "images": stats.images,
-            "failed_batches": stats.failures,
-            "abandoned": stats.abandoned,
+            **totals,
             "pixels_in_flight": request.state.pixel_budget.in_use,
+            "default_model": service.default_model,
+            "models": models,
         }
     )
+
+
+def _batcher_stats(batcher: Batcher) -> dict[str, int]:
+    stats = batcher.stats
+    return {
+        "queue_depth": batcher.depth,
+        "batches": stats.batches,
+        "images": stats.images,
+        "failed_batches": stats.failures,
+        "abandoned": stats.abandoned,
+    }

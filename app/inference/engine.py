@@ -13,16 +13,18 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from app.inference.isnet import ISNet, load_isnet
+from app.catalogue import CATALOGUE, DEFAULT_MODEL, IMAGENET_MEAN, IMAGENET_STD, CatalogueError, Network as CataloguedNetwork, Preprocess, lookup
+from app.inference.families import loader
+from app.inference.isnet import ISNet
 from app.inference.ort_backend import OrtModel, exported_onnx, onnxruntime_available
 from app.inference.person import PersonDetector
-from app.inference.u2netp import IMAGENET_MEAN, IMAGENET_STD, U2NetP, load_u2netp
+from app.inference.u2net import U2Net, load_u2netp
 from app.settings import Settings
-from app.weights.__main__ import default_cache_dir  # BGR_WEIGHTS_CACHE, where `weights fetch` caches too
+from app.storage import default_cache_dir  # BGR_WEIGHTS_CACHE, where `weights fetch` caches too
 
 log = logging.getLogger(__name__)
 
-Network = ISNet | U2NetP | OrtModel  # called the same way: N x 3 x H x W in, N x 1 x H x W logits out
+Network = ISNet | U2Net | OrtModel  # called the same way: N x 3 x H x W in, N x 1 x H x W out
 
 # The sky map the service routes on. Below the published graph's 384 because the map is coarse
 # anyway: at 256 the sky network costs 0.27 s instead of 0.62 s on the 2-core CPU, and on the
@@ -97,10 +99,72 @@ def pick_runtime(name: str, device: torch.device, dtype: torch.dtype) -> str:
     return name
 
 
+SceneNetworks = tuple[Network | None, PersonDetector | None]
+
+
+def load_scene_networks(settings: Settings, runtime: str, device: torch.device, dtype: torch.dtype) -> SceneNetworks:
+    """The sky network and the person detector scene handling routes on; (None, None), logged, when off or either is absent."""
+    if settings.target == "subject":
+        log.info("scene handling off: BGR_TARGET=subject")
+        return None, None
+    if missing := [path for path in (settings.sky_weights, settings.person_weights) if not path.is_file()]:
+        # Without the person detector the rule would take people in wide views for scenes: no routing is safer.
+        log.warning(
+            "scene handling off: no %s (run `python -m app.weights fetch`); every image is treated as a subject",
+            " or ".join(str(path) for path in missing),
+        )
+        return None, None
+    return _load(runtime, settings.sky_weights, load_u2netp, device, dtype, settings.torch_threads), PersonDetector(settings.person_weights)
+
+
+def load_engines(settings: Settings) -> dict[str, MattingEngine]:
+    """One engine per network in BGR_MODELS (the default first), sharing one sky network and person detector."""
+    engines: dict[str, MattingEngine] = {}
+    scene: SceneNetworks | None = None
+    for name in settings.loaded_models():
+        engine = MattingEngine.from_settings(settings, name, scene)
+        scene = engine.sky_model, engine.person_detector
+        engines[name] = engine
+    return engines
+
+
 def _load(runtime: str, weights: Path, loader: Callable[..., nn.Module], device: torch.device, dtype: torch.dtype, threads: int) -> Network:
     if runtime == "onnxruntime":
         return OrtModel(exported_onnx(weights, loader, default_cache_dir() / "onnx"), threads=threads)
     return loader(weights, device=device, dtype=dtype).to(memory_format=torch.channels_last)
+
+
+class ModelUnavailableError(RuntimeError):
+    """A network named in the settings cannot be loaded; the message says why and what to run."""
+
+
+def network_weights(network: CataloguedNetwork, settings: Settings) -> Path:
+    """Where ``network``'s weights are loaded from: BGR_WEIGHTS for today's IS-Net, else the weights folder."""
+    return settings.weights if network.name == DEFAULT_MODEL else network.weights_path(settings.models_dir)
+
+
+def resolve_network(name: str, settings: Settings) -> CataloguedNetwork:
+    """The catalogued (or carded) network, refused unless its weights are there and its licence is accepted."""
+    try:
+        network = lookup(name, settings.models_dir)
+    except CatalogueError as error:
+        raise ModelUnavailableError(str(error)) from None
+    if network.needs_acceptance and name not in settings.accept_licences:
+        raise ModelUnavailableError(
+            f"{name} is under {network.licence.name} ({network.licence.url}), which does not grant commercial use; "
+            f"to serve it, accept its terms with BGR_ACCEPT_LICENCES={name}"
+        )
+    weights = network_weights(network, settings)
+    if not weights.is_file():
+        raise ModelUnavailableError(f"no weights for {name} at {weights}: run `bgremoval weights fetch --model {name}`")
+    return network
+
+
+def _load_network(network: CataloguedNetwork, weights: Path, runtime: str, device: torch.device, dtype: torch.dtype, threads: int) -> Network:
+    if network.runtime == "torch":
+        return _load(runtime, weights, loader(network.family), device, dtype, threads)
+    # A published graph: ONNX Runtime whatever BGR_RUNTIME says, on CUDA where onnxruntime-gpu offers it.
+    return OrtModel(weights, threads=threads, output=network.preprocess.output, cuda=device.type == "cuda")
 
 
 @dataclass(frozen=True)
@@ -113,7 +177,7 @@ class Analysis:
 
 @dataclass
 class MattingEngine:
-    """Runs IS-Net (and the sky network, when loaded) on batches of square ``resolution`` RGB images.
+    """Runs one subject network (and the sky network, when loaded) on batches of square ``resolution`` RGB images.
 
     ``predict`` and ``analyse`` are synchronous and meant for one dedicated worker thread.
     """
@@ -126,10 +190,14 @@ class MattingEngine:
     person_detector: PersonDetector | None = None  # asked per image by the scene rule, on the CPU, outside the batch
     runtime: str = "torch"
     sky_resolution: int = SKY_SERVING_RESOLUTION
-    second_resolution: int = 0  # a second IS-Net pass at this side, its logits averaged with the first's; 0: none
+    second_resolution: int = 0  # a second pass at this side, its raw output averaged with the first's; 0: none
+    name: str = DEFAULT_MODEL
+    preprocess: Preprocess = CATALOGUE[DEFAULT_MODEL].preprocess
+    logits: bool = True  # the network's output goes through a sigmoid (the project's modules always give logits)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "MattingEngine":
+    def from_settings(cls, settings: Settings, model: str | None = None, scene: SceneNetworks | None = None) -> "MattingEngine":
+        """The engine for ``model`` (default: BGR_MODEL); ``scene`` shares a sky network and person detector already loaded."""
         if settings.torch_threads > 0:
             torch.set_num_threads(settings.torch_threads)
         device = pick_device(settings.device)
@@ -137,39 +205,38 @@ class MattingEngine:
         if dtype == torch.bfloat16 and device.type == "cpu" and not cpu_has_native_bf16():
             log.warning("this CPU lacks what oneDNN's bf16 convolutions need (AVX-512 BW/VL/DQ or AVX-NE-CONVERT): bf16 runs 6-10x slower than fp32")
         runtime = pick_runtime(settings.runtime, device, dtype)
-        model = _load(runtime, settings.weights, load_isnet, device, dtype, settings.torch_threads)
-        sky_model, person_detector = None, None
-        if settings.target == "subject":
-            log.info("scene handling off: BGR_TARGET=subject")
-        elif missing := [path for path in (settings.sky_weights, settings.person_weights) if not path.is_file()]:
-            # Without the person detector the rule would take people in wide views for scenes: no routing is safer.
-            log.warning(
-                "scene handling off: no %s (run `python -m app.weights fetch`); every image is treated as a subject",
-                " or ".join(str(path) for path in missing),
-            )
-        else:
-            sky_model = _load(runtime, settings.sky_weights, load_u2netp, device, dtype, settings.torch_threads)
-            person_detector = PersonDetector(settings.person_weights)
-        second_resolution = pick_second_resolution(settings.second_resolution, settings.resolution, device)
+        network = resolve_network(model or settings.model, settings)
+        net = _load_network(network, network_weights(network, settings), runtime, device, dtype, settings.torch_threads)
+        sky_model, person_detector = scene if scene is not None else load_scene_networks(settings, runtime, device, dtype)
+        preprocess = network.preprocess
+        served_by = runtime if network.runtime == "torch" else "onnxruntime"
+        resolution = settings.resolution if preprocess.resizable else preprocess.side
+        # A published graph may fix its input size: only resizable networks take a second pass.
+        second_resolution = pick_second_resolution(settings.second_resolution, resolution, device) if preprocess.resizable else 0
         log.info(
             "model loaded",
             extra={
+                "model": network.name,
                 "device": str(device),
                 "dtype": str(dtype),
-                "runtime": runtime,
+                "runtime": served_by,
+                "resolution": resolution,
                 "second_resolution": second_resolution,
                 "scene_handling": sky_model is not None,
             },
         )
         return cls(
-            model=model,
+            model=net,
             device=device,
             dtype=dtype,
-            resolution=settings.resolution,
+            resolution=resolution,
             sky_model=sky_model,
             person_detector=person_detector,
-            runtime=runtime,
+            runtime=served_by,
             second_resolution=second_resolution,
+            name=network.name,
+            preprocess=preprocess,
+            logits=network.runtime == "torch" or preprocess.transform == "sigmoid",
         )
 
     @property
@@ -182,8 +249,13 @@ class MattingEngine:
         return batch.permute(0, 3, 1, 2).to(self.dtype)
 
     def _logits(self, batch: torch.Tensor) -> torch.Tensor:
-        # The weights were trained on (x - 128) / 256 of 0-255 RGB.
-        return self.model(((batch - 128.0) / 256.0).contiguous(memory_format=torch.channels_last)).float()
+        """The network's raw output (logits, or probabilities for a graph that ends in a sigmoid)."""
+        # What the weights were trained on: (x / pixel_scale - mean) / std of 0-255 RGB; today's IS-Net: (x - 128) / 256.
+        p = self.preprocess
+        mean = torch.tensor(p.mean, device=batch.device).view(1, 3, 1, 1) * p.pixel_scale
+        std = torch.tensor(p.std, device=batch.device).view(1, 3, 1, 1) * p.pixel_scale
+        x = ((batch - mean.to(batch.dtype)) / std.to(batch.dtype)).contiguous(memory_format=torch.channels_last)
+        return self.model(x).float()
 
     def _matte(self, batch: torch.Tensor) -> torch.Tensor:
         logits = self._logits(batch)
@@ -194,7 +266,13 @@ class MattingEngine:
             small = F.interpolate(batch.float(), size=size, mode="bicubic", antialias=True, align_corners=False).clamp(0, 255)
             second = self._logits(small.to(self.dtype))
             logits = (logits + F.interpolate(second, size=logits.shape[-2:], mode="bilinear", align_corners=False)) / 2
-        return torch.sigmoid(logits)[:, 0]
+        matte = (torch.sigmoid(logits) if self.logits else logits.clamp(0, 1))[:, 0]
+        if self.preprocess.minmax:
+            # Stretched to [0, 1] per image, as rembg serves these networks: their outputs seldom reach 0 and 1.
+            low = matte.amin(dim=(1, 2), keepdim=True)
+            high = matte.amax(dim=(1, 2), keepdim=True)
+            matte = (matte - low) / (high - low).clamp_min(1e-6)
+        return matte
 
     def _sky(self, batch: torch.Tensor) -> torch.Tensor:
         assert self.sky_model is not None

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from app.weights.source import sha256_file
+from app.storage import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +70,13 @@ def exported_onnx(weights: Path, load: ModelLoader, cache_dir: Path) -> Path:
 
 
 class OrtModel:
-    """Callable like the torch module it was exported from: ``N x 3 x H x W`` float32 in, ``N x 1 x H x W`` logits out."""
+    """Callable like the torch module it was exported from: ``N x 3 x H x W`` float32 in, ``N x 1 x H x W`` out.
 
-    def __init__(self, path: Path, threads: int = 0) -> None:
+    Also runs a published segmentation graph as it is: its first input, output ``output``, and one
+    image per call where the graph fixes its batch at 1.
+    """
+
+    def __init__(self, path: Path, threads: int = 0, output: int = 0, cuda: bool = False) -> None:
         try:
             import onnxruntime as ort  # optional at import time: GPU images run torch only
         except ImportError:
@@ -81,9 +85,23 @@ class OrtModel:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads  # 0: one per physical core, as torch's default
         options.inter_op_num_threads = 1  # one model call at a time (the batcher's worker)
+        providers = ["CPUExecutionProvider"]
+        if cuda and "CUDAExecutionProvider" in ort.get_available_providers():  # onnxruntime-gpu
+            providers.insert(0, "CUDAExecutionProvider")
         self.path = path
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(str(path), options, providers=providers)
+        first = self.session.get_inputs()[0]
+        self.input_name = first.name
+        self.single = first.shape[0] == 1  # a graph exported for one image at a time
+        self.output = output
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: x})[self.output]
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        (logits,) = self.session.run(None, {"input": np.ascontiguousarray(x.numpy(), dtype=np.float32)})
-        return torch.from_numpy(logits)
+        array = np.ascontiguousarray(x.detach().float().cpu().numpy(), dtype=np.float32)
+        if self.single and len(array) > 1:
+            out = np.concatenate([self._run(array[i : i + 1]) for i in range(len(array))])
+        else:
+            out = self._run(array)
+        return torch.from_numpy(np.ascontiguousarray(out[:, :1])).to(x.device)

