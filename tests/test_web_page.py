@@ -11,11 +11,12 @@ from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import AZURE_SPEC, KEYS, ROOT, free_port, photo, png_bytes
+from conftest import AZURE_SPEC, FAST, KEYS, ROOT, free_port, photo, png_bytes, start_server, stop_server
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -254,7 +255,6 @@ def test_target_and_clean_edge_colours(browser, fast_server, input_photo: Path) 
 
 def test_an_unticked_clean_edge_colours_box_overrides_a_cleaning_server(browser, input_photo: Path, tmp_path: Path) -> None:
     """With BGR_DECONTAMINATE=true, the page still gives Azure's colours while its box is empty."""
-    from conftest import FAST, start_server, stop_server
 
     server = start_server({**FAST, "BGR_DECONTAMINATE": "true", "BGR_TARGET": "subject"}, tmp_path / "server.log")
     try:
@@ -417,3 +417,26 @@ def test_phone_layout_and_keyboard(browser, fast_server, input_photo: Path) -> N
         assert browser.execute_script(no_overflow)
     finally:
         browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
+def test_the_network_picker_lists_what_the_server_loaded_and_sends_the_choice(browser, u2netp_models_dir: Path, input_photo: Path, tmp_path: Path) -> None:
+    env = {**FAST, "BGR_MODELS": "isnet-general-use,u2netp", "BGR_MODELS_DIR": str(u2netp_models_dir)}
+    running = start_server(env, tmp_path / "server.log")
+    try:
+        from selenium.webdriver.support.ui import Select, WebDriverWait
+
+        open_page(browser, running)
+
+        WebDriverWait(browser, WAIT_S).until(lambda d: len(Select(by_id(d, "model-select")).options) == 3)
+        picker = Select(by_id(browser, "model-select"))
+        assert [o.text for o in picker.options][1:] == ["isnet-general-use (default)", "u2netp"]
+        assert by_id(browser, "model-select").is_enabled()
+        picker.select_by_value("u2netp")
+        choose(browser, input_photo, "foregroundMatting")
+        run_and_wait(browser)
+        succeeded(browser)
+        assert "model=u2netp" in last_request(browser)
+        served = httpx.get(f"{running.url}/health/ready", timeout=10).json()["models"]
+        assert served["u2netp"]["images"] == 1 and served["isnet-general-use"]["images"] == 0
+    finally:
+        stop_server(running)
