@@ -255,7 +255,6 @@ def test_target_and_clean_edge_colours(browser, fast_server, input_photo: Path) 
 
 def test_an_unticked_clean_edge_colours_box_overrides_a_cleaning_server(browser, input_photo: Path, tmp_path: Path) -> None:
     """With BGR_DECONTAMINATE=true, the page still gives Azure's colours while its box is empty."""
-
     server = start_server({**FAST, "BGR_DECONTAMINATE": "true", "BGR_TARGET": "subject"}, tmp_path / "server.log")
     try:
         open_page(browser, server)
