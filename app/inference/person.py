@@ -11,13 +11,44 @@ question is whether a person is there, not where.
 
 from __future__ import annotations
 
+import logging
+import os
+import sys
+import tempfile
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 INPUT_SIDE = 224
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def native_stderr_logged() -> Iterator[None]:
+    """What native code prints to the process's stderr meanwhile, logged as one record instead.
+
+    TFLite announces its XNNPACK delegate ("INFO: Created TensorFlow Lite XNNPACK delegate for
+    CPU.") straight to file descriptor 2, which would break the service's JSON log lines. Anything
+    else written to stderr in that moment is kept in the same record, not lost.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            text = captured.read().decode(errors="replace").strip()
+            if text:
+                log.info("person detector runtime output", extra={"native_output": text})
 
 
 def letterboxed(rgb: np.ndarray, side: int = INPUT_SIDE) -> np.ndarray:
@@ -37,8 +68,9 @@ class PersonDetector:
     def __init__(self, model_path: Path, threads: int = 1) -> None:
         from ai_edge_litert.interpreter import Interpreter  # imported here: only a service with scene handling needs it
 
-        self._interpreter = Interpreter(model_path=str(model_path), num_threads=threads)
-        self._interpreter.allocate_tensors()
+        with native_stderr_logged():
+            self._interpreter = Interpreter(model_path=str(model_path), num_threads=threads)
+            self._interpreter.allocate_tensors()
         (image_input,) = self._interpreter.get_input_details()
         if tuple(image_input["shape"]) != (1, INPUT_SIDE, INPUT_SIDE, 3):
             raise ValueError(f"{model_path} takes {tuple(image_input['shape'])}, not MediaPipe's pose detector input (1, 224, 224, 3)")
