@@ -144,7 +144,8 @@ def endpoint_segmenter(endpoint: str, key: str | None, mode: str, timeout_s: flo
 
 def local_segmenter(settings: Settings, mode: str):
     """Segment in this process, with the service's own pipeline (decode, batcher, model, PNG)."""
-    from app.http.errors import AzureError
+    from app.errors import NotAnImage, PipelineError
+    from app.http.errors import from_pipeline
     from app.inference.batcher import Batcher
     from app.inference.engine import MattingEngine, ModelUnavailableError, pick_batch_size
     from app.pixel_budget import PixelBudget
@@ -166,10 +167,10 @@ def local_segmenter(settings: Settings, mode: str):
             started = True
         try:
             stream = await service.segment(data, mode)  # type: ignore[arg-type]
-        except AzureError as error:
-            if error.reason == "image_format":
-                raise EndpointError("not a readable image (corrupt, truncated, or not JPEG/PNG/GIF/BMP/WEBP/ICO/TIFF)") from None
-            raise EndpointError(error.message) from None
+        except NotAnImage:
+            raise EndpointError("not a readable image (corrupt, truncated, or not JPEG/PNG/GIF/BMP/WEBP/ICO/TIFF)") from None
+        except PipelineError as error:
+            raise EndpointError(from_pipeline(error).message) from None
         try:
             return await asyncio.to_thread(lambda: b"".join(stream.chunks))
         finally:

@@ -16,13 +16,14 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, Response
 
 from app import __version__
-from app.http import errors, routes
+from app.http import azure, errors, health
 from app.http.auth import KeyChecker
 from app.http.body import MAX_IMAGE_BYTES
 from app.http.cors import CorsMiddleware
 from app.http.early_answer import EarlyAnswerMiddleware
 from app.http.middleware import AzureHeadersMiddleware
 from app.http.openapi import openapi_document
+from app.http.streaming import ClientGone
 from app.http.url_fetch import UrlPolicy
 from app.inference.batcher import Batcher
 from app.inference.engine import MattingEngine, load_engines, pick_batch_size
@@ -115,10 +116,10 @@ def create_app(settings: Settings, engine: MattingEngine | None = None, engines:
                 )
 
     app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    for path in routes.SEGMENT_PATHS:
-        app.add_api_route(path, routes.segment, methods=["POST"])
-    app.add_api_route("/health/live", routes.live, methods=["GET"])
-    app.add_api_route("/health/ready", routes.ready, methods=["GET"])
+    for path in azure.SEGMENT_PATHS:
+        app.add_api_route(path, azure.segment, methods=["POST"])
+    app.add_api_route("/health/live", health.live, methods=["GET"])
+    app.add_api_route("/health/ready", health.ready, methods=["GET"])
     document = openapi_document(version=__version__)
 
     async def openapi(request: Request) -> Response:
@@ -137,7 +138,7 @@ def create_app(settings: Settings, engine: MattingEngine | None = None, engines:
     # Outermost last: the Azure headers and the access log see every answer, drained and CORS ones too.
     app.add_middleware(CorsMiddleware, policy=settings.cors_policy())
     app.add_middleware(EarlyAnswerMiddleware, max_bytes=settings.drain_max_bytes, deadline_s=settings.body_timeout_s)
-    app.add_middleware(AzureHeadersMiddleware, metrics=metrics, segment_paths=frozenset(routes.SEGMENT_PATHS))
+    app.add_middleware(AzureHeadersMiddleware, metrics=metrics, segment_paths=frozenset(azure.SEGMENT_PATHS))
 
     @app.exception_handler(errors.AzureError)
     async def azure_error(request: Request, error: errors.AzureError) -> Response:
@@ -150,7 +151,7 @@ def create_app(settings: Settings, engine: MattingEngine | None = None, engines:
         return await azure_error(request, errors.resource_not_found())
 
     @app.exception_handler(ClientDisconnect)
-    @app.exception_handler(routes.ClientGone)
+    @app.exception_handler(ClientGone)
     async def client_gone(request: Request, error: Exception) -> Response:
         metrics.rejected.labels("client_gone").inc()
         return Response(status_code=499)  # nobody reads it; the status is for the log

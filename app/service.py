@@ -11,7 +11,7 @@ from typing import Callable, Iterator, Literal, Mapping, get_args
 import numpy as np
 from PIL import Image
 
-from app.http import errors
+from app import errors
 from app.imaging.decode import (
     MAX_SIDE,
     MIN_SIDE,
@@ -40,13 +40,13 @@ TARGET_CHOICES: tuple[TargetChoice, ...] = get_args(TargetChoice)
 
 @contextmanager
 def image_errors() -> Iterator[None]:
-    """Decoding errors as Azure's 400s."""
+    """Decoding errors as the pipeline's."""
     try:
         yield
     except ImageDimensionError:
-        raise errors.invalid_image_dimension(MIN_SIDE, MAX_SIDE) from None
+        raise errors.ImageDimensions(MIN_SIDE, MAX_SIDE) from None
     except ImageFormatError:
-        raise errors.invalid_image_format() from None
+        raise errors.NotAnImage() from None
 
 
 @dataclass
@@ -133,10 +133,10 @@ class SegmentService:
         return self._default_model
 
     def lane(self, model: str | None) -> Lane:
-        """The network a request names (None: the default); an Azure-shaped 400 naming what is loaded otherwise."""
+        """The network a request names (None: the default); :class:`errors.UnknownModel` otherwise."""
         lane = self._lanes.get(model or self._default_model)
         if lane is None:
-            raise errors.invalid_model(self.models)
+            raise errors.UnknownModel(self.models)
         return lane
 
     def _prepare(self, data: bytes, info: ImageInfo, mode: Mode, needs_guide: bool, lane: Lane) -> Prepared:
@@ -222,12 +222,12 @@ class SegmentService:
         ``decontaminate``: whether a cut-out's semi-transparent pixels get the foreground's estimated
         colour instead of the photo's; None means the server's default.
         ``model``: a loaded network by name; None means the server's default.
-        Errors before the first byte raise :class:`errors.AzureError`.
+        Errors before the first byte raise :class:`errors.PipelineError`.
         """
         lane = self.lane(model)
         choice = target or self._default_target
         if choice == "scene" and self._scene_rule is None:
-            raise errors.scene_unavailable()
+            raise errors.SceneUnavailable()
         needs_guide = self._scene_rule is not None and choice != "subject"
         with image_errors():
             info = await asyncio.to_thread(probe_image, data)
@@ -241,11 +241,11 @@ class SegmentService:
             try:
                 analysis = await lane.batcher.submit(prepared.model_rgb)
             except QueueFullError:
-                raise errors.rate_limited(self._retry_after_s) from None
+                raise errors.QueueFull(self._retry_after_s) from None
             except BatcherStoppedError:
-                raise errors.service_unavailable() from None
+                raise errors.ShuttingDown() from None
             except BatchFailedError:
-                raise errors.internal_error() from None
+                raise errors.InferenceFailed() from None
             prepared.model_rgb = None
             async with self._cpu_slots:
                 colours = self._decontaminate if decontaminate is None else decontaminate

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from starlette.testclient import TestClient
 
+from app.errors import ShuttingDown
 from app.http import errors
 from app.inference.batcher import Batcher
 from app.main import create_app
@@ -207,9 +208,9 @@ def test_service_unavailable_once_stopping(image):
     async def scenario():
         batcher = Batcher(lambda batch: np.zeros(batch.shape[:3], np.float32), 1, 0.0, 4)
         service = SegmentService({"isnet-general-use": Lane(batcher, 64)}, "isnet-general-use", 1, PixelBudget(10**8), 1, 6, 1)
-        with pytest.raises(errors.AzureError) as raised:
+        with pytest.raises(ShuttingDown) as raised:
             await service.segment(image, "backgroundRemoval")
-        return raised.value
+        return errors.from_pipeline(raised.value)
 
     error = asyncio.run(scenario())
     assert (error.status, error.code, error.message) == (503, "ServiceUnavailable", "The service is unavailable.")

@@ -13,6 +13,8 @@ from typing import Sequence
 
 from starlette.responses import Response
 
+from app import errors as pipeline
+
 API_SUPPORTED_VERSIONS = (
     "4.0-pre1,2022-07-31-preview,2022-10-12-preview,2023-02-01-preview,"
     "2023-04-01-preview,2023-06-01-preview,2023-07-01-preview,2023-10-01"
@@ -171,3 +173,25 @@ def rate_limited(retry_after_s: int) -> GatewayError:
         reason="rate_limited",
         headers={"Retry-After": str(retry_after_s)},
     )
+
+
+def from_pipeline(error: pipeline.PipelineError) -> AzureError:
+    """The pipeline's refusal as Azure answers it."""
+    match error:
+        case pipeline.UnknownModel(available=available):
+            return invalid_model(available)
+        case pipeline.SceneUnavailable():
+            return scene_unavailable()
+        case pipeline.ImageTooLarge(limit=limit):
+            return invalid_image_size(limit)
+        case pipeline.NotAnImage():
+            return invalid_image_format()
+        case pipeline.ImageDimensions(minimum=minimum, maximum=maximum):
+            return invalid_image_dimension(minimum, maximum)
+        case pipeline.ImageUrlUnreachable():
+            return url_not_accessible()
+        case pipeline.QueueFull(retry_after_s=retry_after_s):
+            return rate_limited(retry_after_s)
+        case pipeline.ShuttingDown():
+            return service_unavailable()
+    return internal_error()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.http.routes import SUPPORTED_API_VERSIONS
+from app.http.azure import SUPPORTED_API_VERSIONS
 
 _BINARY = {"schema": {"type": "string", "format": "binary"}}
 _ERROR_REF = {"$ref": "#/components/schemas/Azure.Core.Foundations.ErrorResponse"}
