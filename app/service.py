@@ -1,10 +1,14 @@
-"""One segment request from image bytes to PNG stream: decode, batch through the model, encode."""
+"""One segment request from image bytes to a response stream: decode, batch through the model, encode.
+
+Every API shares this pipeline; Azure's PNGs are its default encoding, and an API with output options of its own
+(formats, backgrounds, crops) passes an :data:`Encoder` that turns the :class:`Cutout` into its bytes.
+"""
 
 from __future__ import annotations
 
 import asyncio
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable, Iterator, Literal, Mapping, get_args
 
@@ -13,6 +17,7 @@ from PIL import Image
 
 from app import errors
 from app.imaging.decode import (
+    MAX_OUTPUT_PIXELS,
     MAX_SIDE,
     MIN_SIDE,
     ImageDimensionError,
@@ -49,14 +54,37 @@ def image_errors() -> Iterator[None]:
         raise errors.NotAnImage() from None
 
 
+@dataclass(frozen=True)
+class Cutout:
+    """One image's result at output size, for an API's own encoder."""
+
+    rgb: np.ndarray  # H x W x 3 uint8: the photo's colours (the foreground's estimate where decontaminated)
+    alpha: np.ndarray  # H x W uint8
+    target: Target
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """A response body as an encoder made it: its byte chunks (produced lazily or not), type and headers."""
+
+    chunks: Iterator[bytes]
+    media_type: str = "image/png"
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+Encoder = Callable[[Cutout], Encoded]  # runs on a worker thread, within the request's CPU slot and pixel budget
+
+
 @dataclass
-class PngStream:
+class ImageStream:
     """A response body being encoded; ``close()`` (idempotent) returns its memory budget."""
 
     chunks: Iterator[bytes]
     _release: Callable[[], None] | None
     target: Target = "subject"
     measures: SceneMeasures | None = None  # what an "auto" decision was made from
+    media_type: str = "image/png"
+    headers: Mapping[str, str] = field(default_factory=dict)  # an encoder's own (sizes, boxes)
 
     def close(self) -> None:
         release, self._release = self._release, None
@@ -74,7 +102,7 @@ class Prepared:
 
 @dataclass(frozen=True)
 class Composed:
-    chunks: Iterator[bytes]
+    encoded: Encoded
     target: Target
     measures: SceneMeasures | None
 
@@ -139,11 +167,11 @@ class SegmentService:
             raise errors.UnknownModel(self.models)
         return lane
 
-    def _prepare(self, data: bytes, info: ImageInfo, mode: Mode, needs_guide: bool, lane: Lane) -> Prepared:
+    def _prepare(self, data: bytes, info: ImageInfo, mode: Mode, needs_guide: bool, lane: Lane, max_output_pixels: int) -> Prepared:
         with image_errors():
             if mode == "backgroundRemoval" or needs_guide:
                 # The cut-out's pixels, or the guide a scene's sky edge is refined with (at most output size).
-                out_w, out_h = output_size(info.width, info.height)
+                out_w, out_h = output_size(info.width, info.height, max_output_pixels)
                 exact = (out_w, out_h) == (info.width, info.height)
                 image = decode_image(data, None if exact else (out_w, out_h))
                 rgb = image.rgb
@@ -174,13 +202,17 @@ class SegmentService:
             alpha = np.asarray(Image.fromarray(alpha).resize((prepared.width, prepared.height), Image.BILINEAR))
         return alpha, target, measures
 
-    def _compose(self, prepared: Prepared, analysis: Analysis, mode: Mode, choice: TargetChoice, decontaminate: bool) -> Composed:
+    def _compose(
+        self, prepared: Prepared, analysis: Analysis, mode: Mode, choice: TargetChoice, decontaminate: bool, encode: Encoder | None
+    ) -> Composed:
         alpha, target, measures = self._alpha(prepared, analysis, choice)
         if mode == "foregroundMatting":
-            return Composed(iter_matte_png(alpha, self._matte_png_compression), target, measures)
+            return Composed(Encoded(iter_matte_png(alpha, self._matte_png_compression)), target, measures)
         assert prepared.rgb is not None
         colours = estimate_foreground(prepared.rgb, alpha) if decontaminate else prepared.rgb
-        return Composed(iter_rgba_png(colours, alpha, self._png_compression), target, measures)
+        if encode is not None:
+            return Composed(encode(Cutout(colours, alpha, target)), target, measures)
+        return Composed(Encoded(iter_rgba_png(colours, alpha, self._png_compression)), target, measures)
 
     @classmethod
     def from_settings(
@@ -214,16 +246,27 @@ class SegmentService:
         return self._scene_rule is not None
 
     async def segment(
-        self, data: bytes, mode: Mode, target: TargetChoice | None = None, decontaminate: bool | None = None, model: str | None = None
-    ) -> PngStream:
-        """The PNG response as a stream of byte chunks; the caller must ``close()`` it when sent or abandoned.
+        self,
+        data: bytes,
+        mode: Mode,
+        target: TargetChoice | None = None,
+        decontaminate: bool | None = None,
+        model: str | None = None,
+        encode: Encoder | None = None,
+        max_output_pixels: int = MAX_OUTPUT_PIXELS,
+    ) -> ImageStream:
+        """The response as a stream of byte chunks; the caller must ``close()`` it when sent or abandoned.
 
         ``target``: subject, scene, or auto (decide from the image); None means the server's default.
         ``decontaminate``: whether a cut-out's semi-transparent pixels get the foreground's estimated
         colour instead of the photo's; None means the server's default.
         ``model``: a loaded network by name; None means the server's default.
+        ``encode``: a backgroundRemoval cut-out's own encoding (Azure's RGBA PNG when None).
+        ``max_output_pixels``: a cut-out is scaled down to at most this many pixels, aspect kept.
         Errors before the first byte raise :class:`errors.PipelineError`.
         """
+        if encode is not None and mode != "backgroundRemoval":
+            raise ValueError("an encoder takes a cut-out (backgroundRemoval)")
         lane = self.lane(model)
         choice = target or self._default_target
         if choice == "scene" and self._scene_rule is None:
@@ -236,7 +279,7 @@ class SegmentService:
         held = await self._pixel_budget.acquire(info.width * info.height)
         try:
             async with self._cpu_slots:
-                prepared = await asyncio.to_thread(self._prepare, data, info, mode, needs_guide, lane)
+                prepared = await asyncio.to_thread(self._prepare, data, info, mode, needs_guide, lane, max_output_pixels)
             del data
             try:
                 analysis = await lane.batcher.submit(prepared.model_rgb)
@@ -249,8 +292,10 @@ class SegmentService:
             prepared.model_rgb = None
             async with self._cpu_slots:
                 colours = self._decontaminate if decontaminate is None else decontaminate
-                composed = await asyncio.to_thread(self._compose, prepared, analysis, mode, choice, colours)
+                composed = await asyncio.to_thread(self._compose, prepared, analysis, mode, choice, colours, encode)
         except BaseException:
             self._pixel_budget.release(held)
             raise
-        return PngStream(composed.chunks, lambda: self._pixel_budget.release(held), composed.target, composed.measures)
+        encoded = composed.encoded
+        release = partial(self._pixel_budget.release, held)
+        return ImageStream(encoded.chunks, release, composed.target, composed.measures, encoded.media_type, dict(encoded.headers))

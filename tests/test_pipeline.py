@@ -34,3 +34,49 @@ def test_solid_areas_stay_exactly_transparent_or_opaque():
     matte[-100:, 512:] = 1.4
     out = matte_at_size(matte, 3000, 2000)
     assert (out[:150] == 0).all() and (out[300:, :1400] == 0).all() and (out[300:, 1600:] == 255).all()
+
+
+def test_an_encoder_gets_the_cut_out_the_png_would_carry(engine):
+    """An API's own encoder sees the same pixels and alpha Azure's PNG carries, at the size cap it asked for."""
+    import asyncio
+    import io
+
+    from app.inference.batcher import Batcher
+    from app.pixel_budget import PixelBudget
+    from app.service import Cutout, Encoded, Lane, SegmentService
+    from conftest import photo, png_bytes
+
+    image = png_bytes(photo((400, 300)))
+    seen: list[Cutout] = []
+
+    def encode(cutout: Cutout) -> Encoded:
+        seen.append(cutout)
+        return Encoded(iter([b"own bytes"]), "image/x-test", {"x-width": str(cutout.alpha.shape[1])})
+
+    async def scenario():
+        batcher = Batcher(engine.analyse, 1, 0.0, 4)
+        await batcher.start()
+        budget = PixelBudget(10**8)
+        service = SegmentService({engine.name: Lane(batcher, engine.resolution)}, engine.name, 1, budget, 1, 6, 1)
+        try:
+            png = await service.segment(image, "backgroundRemoval")
+            default = b"".join(png.chunks)
+            png.close()
+            own = await service.segment(image, "backgroundRemoval", encode=encode, max_output_pixels=200 * 150)
+            body = b"".join(own.chunks)
+            own.close()
+            capped = await service.segment(image, "backgroundRemoval", encode=encode)
+            capped.close()
+            with pytest.raises(ValueError):
+                await service.segment(image, "foregroundMatting", encode=encode)
+            return default, own, body, budget.in_use
+        finally:
+            await batcher.stop()
+
+    default, own, body, in_use = asyncio.run(scenario())
+    assert (body, own.media_type, own.headers) == (b"own bytes", "image/x-test", {"x-width": "200"})
+    assert seen[0].alpha.shape == (150, 200) and seen[0].rgb.shape == (150, 200, 3)
+    full = np.asarray(Image.open(io.BytesIO(default)))
+    assert seen[1].alpha.shape == full.shape[:2]
+    assert np.array_equal(seen[1].alpha, full[:, :, 3]) and np.array_equal(seen[1].rgb, full[:, :, :3])
+    assert in_use == 0  # every stream's budget returned

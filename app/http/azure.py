@@ -14,9 +14,9 @@ from app.http import errors
 from app.http.auth import KeyChecker
 from app.http.body import MAX_IMAGE_BYTES, MAX_JSON_BYTES, MULTIPART_OVERHEAD, body_kind, multipart_image, parse_url_body, read_capped
 from app.http.sources import download_image
-from app.http.streaming import PngResponse, until_disconnected
+from app.http.streaming import ImageResponse, until_disconnected
 from app.http.url_fetch import UrlPolicy
-from app.service import MODES, TARGET_CHOICES, PngStream, SegmentService
+from app.service import MODES, TARGET_CHOICES, ImageStream, SegmentService
 
 SEGMENT_PATHS = ("/computervision/imageanalysis:segment", "/imageanalysis:segment")
 SUPPORTED_API_VERSIONS = frozenset({"2023-02-01-preview", "2023-04-01-preview"})
@@ -88,8 +88,8 @@ async def _segment(request: Request) -> Response:
     service.lane(model)  # an unknown network is refused before the body is read
     kind, body = await read_body(request, request.state.body_timeout_s)
 
-    async def produce() -> PngStream:
+    async def produce() -> ImageStream:
         data = await image_bytes(request, kind, body, request.state.http_client, request.state.url_policy)
         return await service.segment(data, mode, target, decontaminate, model)  # type: ignore[arg-type]  # checked above
 
-    return PngResponse(await until_disconnected(request, produce()))
+    return ImageResponse(await until_disconnected(request, produce()))

@@ -8,22 +8,22 @@ from typing import Awaitable, TypeVar
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
-from app.service import PngStream
+from app.service import ImageStream
 
 T = TypeVar("T")
 TARGET_HEADER = "x-segment-target"
 MEASURES_HEADER = "x-segment-measures"
 
 
-class PngResponse(StreamingResponse):
-    """Streams a :class:`PngStream` and closes it however the sending ends (done, error, client gone)."""
+class ImageResponse(StreamingResponse):
+    """Streams an :class:`ImageStream` and closes it however the sending ends (done, error, client gone)."""
 
-    def __init__(self, stream: PngStream) -> None:
+    def __init__(self, stream: ImageStream, headers: dict[str, str] | None = None) -> None:
         # What the image was taken for, and (when decided per image) the measures behind the decision.
-        headers = {TARGET_HEADER: stream.target}
+        all_headers = {TARGET_HEADER: stream.target, **stream.headers, **(headers or {})}
         if stream.measures is not None:
-            headers[MEASURES_HEADER] = stream.measures.header()
-        super().__init__(stream.chunks, media_type="image/png", headers=headers)
+            all_headers[MEASURES_HEADER] = stream.measures.header()
+        super().__init__(stream.chunks, media_type=stream.media_type, headers=all_headers)
         self._stream = stream
 
     async def __call__(self, scope, receive, send) -> None:
