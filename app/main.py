@@ -63,6 +63,7 @@ def create_app(settings: Settings, engine: MattingEngine | None = None, engines:
                 settings.max_batch_wait_ms / 1000,
                 settings.queue_size,
                 on_batch=metrics.batch_observer(name),
+                stack=matting.device_pixels.stack if matting.device_pixels is not None else None,
             )
             for name, matting in loaded.items()
         }

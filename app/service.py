@@ -10,7 +10,7 @@ import asyncio
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Callable, Iterator, Literal, Mapping, get_args
+from typing import Any, Callable, Iterator, Literal, Mapping, get_args
 
 import numpy as np
 from PIL import Image
@@ -29,6 +29,7 @@ from app.imaging.decode import (
 )
 from app.imaging.png import iter_matte_png, iter_rgba_png
 from app.inference.batcher import Batcher, BatchFailedError, BatcherStoppedError, QueueFullError
+from app.inference.device_pixels import DevicePixels
 from app.inference.engine import Analysis, MattingEngine
 from app.inference.foreground import estimate_foreground
 from app.inference.person import PersonDetector
@@ -97,7 +98,7 @@ class Prepared:
     rgb: np.ndarray | None  # the pixels at (at most) output size: the cut-out's, or a scene's guide; None when not needed
     width: int  # output size
     height: int
-    model_rgb: np.ndarray | None
+    model_rgb: Any  # S x S x 3 uint8: numpy, or a tensor on the device (device pixels); None once submitted
 
 
 @dataclass(frozen=True)
@@ -131,9 +132,11 @@ class SegmentService:
         person_detector: PersonDetector | None = None,
         default_target: TargetChoice = "auto",
         decontaminate: bool = False,
+        device_pixels: DevicePixels | None = None,
     ) -> None:
         """``lanes``: each loaded network by name; ``scene_rule`` is None when there is no sky network or person detector
-        (every image is then a subject)."""
+        (every image is then a subject); ``device_pixels``: JPEGs decoded and resized, mattes upsampled, on the
+        model's device (None: all on the CPU)."""
         if default_model not in lanes:
             raise ValueError(f"the default network {default_model!r} is not among the loaded {sorted(lanes)}")
         if scene_rule is not None and person_detector is None:
@@ -144,6 +147,7 @@ class SegmentService:
         self._person_detector = person_detector
         self._default_target = default_target
         self._decontaminate = decontaminate
+        self._device_pixels = device_pixels
         self._on_input = on_input
         self._cpu_slots = asyncio.Semaphore(decode_concurrency)
         self._pixel_budget = pixel_budget
@@ -168,6 +172,12 @@ class SegmentService:
         return lane
 
     def _prepare(self, data: bytes, info: ImageInfo, mode: Mode, needs_guide: bool, lane: Lane, max_output_pixels: int) -> Prepared:
+        # An output scaled down (Pillow's Lanczos with a reducing gap), and anything over 16 MP, stays on the CPU.
+        if self._device_pixels is not None and info.format == "JPEG" and info.width * info.height <= min(max_output_pixels, MAX_OUTPUT_PIXELS):
+            keep_rgb = mode == "backgroundRemoval" or needs_guide
+            on_device = self._device_pixels.prepare(data, info.width, info.height, lane.resolution, lane.input_filter, keep_rgb)
+            if on_device is not None:
+                return Prepared(on_device[0], info.width, info.height, on_device[1])
         with image_errors():
             if mode == "backgroundRemoval" or needs_guide:
                 # The cut-out's pixels, or the guide a scene's sky edge is refined with (at most output size).
@@ -195,6 +205,8 @@ class SegmentService:
             else:
                 target = "scene"
         if target == "subject":
+            if self._device_pixels is not None and analysis.matte_on_device is not None:
+                return self._device_pixels.matte_at_size(analysis.matte_on_device, prepared.width, prepared.height), target, measures
             return matte_at_size(analysis.matte, prepared.width, prepared.height), target, measures
         assert prepared.rgb is not None
         alpha = scene_alpha(analysis.sky, prepared.rgb)
@@ -239,6 +251,7 @@ class SegmentService:
             person_detector=engines[default].person_detector,
             default_target=settings.target,  # type: ignore[arg-type]  # validated by Settings
             decontaminate=settings.decontaminate,
+            device_pixels=engines[default].device_pixels,
         )
 
     @property

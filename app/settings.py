@@ -77,6 +77,7 @@ class Settings:
     dtype: str = "auto"  # auto (fp16 on CUDA, fp32 on CPU) | float32 | float16 | bfloat16
     runtime: str = "auto"  # auto (onnxruntime for fp32 on the CPU when installed, else torch) | torch | onnxruntime
     resolution: int = 1024  # the model's square input side, a multiple of 32
+    device_pixels: str = "auto"  # auto (on with CUDA) | on | off: JPEG decoding, the resize into the model and the matte's upsampling on the model's device
     second_resolution: str = "auto"  # auto (3/4 of the side on a GPU, none on the CPU) | 0 (one pass) | a side: a second pass, logits averaged
     max_batch_size: int = 0  # most images per model call; 0: 8 on a GPU, 1 on the CPU (where a batch only costs memory)
     max_batch_wait_ms: float = 5.0
@@ -156,6 +157,8 @@ class Settings:
             raise SettingsError("BGR_RUNTIME must be auto, torch or onnxruntime")
         if self.dtype not in ("auto", "float32", "float16", "bfloat16"):
             raise SettingsError("BGR_DTYPE must be auto, float32, float16 or bfloat16")
+        if self.device_pixels not in ("auto", "on", "off"):
+            raise SettingsError("BGR_DEVICE_PIXELS must be auto, on or off")
         if self.models and self.model not in self.models:
             raise SettingsError(f"BGR_MODEL={self.model} must be one of BGR_MODELS ({', '.join(self.models)})")
 

@@ -39,7 +39,7 @@ class BatcherStoppedError(Exception):
 
 @dataclass
 class _Job:
-    image: np.ndarray
+    image: Any  # what the batcher's stack takes: a numpy array, or a tensor on the device
     future: asyncio.Future[Any]
 
 
@@ -60,8 +60,11 @@ class Batcher(Generic[Result]):
         max_wait_s: float,
         queue_size: int,
         on_batch: BatchObserver | None = None,
+        stack: Callable[[list[Any]], Any] | None = None,
     ) -> None:
+        """``stack``: the requests' inputs as one batch; None: numpy's (else, e.g., one that makes a device tensor)."""
         self._predict = predict
+        self._stack = stack or np.stack
         self._on_batch = on_batch
         self._max_batch_size = max_batch_size
         self._max_wait_s = max_wait_s
@@ -101,7 +104,7 @@ class Batcher(Generic[Result]):
                 job.future.set_exception(BatcherStoppedError())
         self._executor.shutdown(wait=True)
 
-    async def submit(self, image: np.ndarray) -> Result:
+    async def submit(self, image: Any) -> Result:
         if not self._accepting:
             raise BatcherStoppedError
         job = _Job(image, asyncio.get_running_loop().create_future())
@@ -138,7 +141,7 @@ class Batcher(Generic[Result]):
             await asyncio.sleep(min(remaining, 0.001))
 
     async def _run_batch(self, loop: asyncio.AbstractEventLoop, jobs: list[_Job]) -> None:
-        batch = np.stack([job.image for job in jobs])
+        batch = self._stack([job.image for job in jobs])
         started = time.perf_counter()
         try:
             mattes = await loop.run_in_executor(self._executor, self._predict, batch)

@@ -14,6 +14,7 @@ from PIL import Image
 from torch import nn
 
 from app.catalogue import CATALOGUE, DEFAULT_MODEL, IMAGENET_MEAN, IMAGENET_STD, CatalogueError, Network as CataloguedNetwork, Preprocess, lookup
+from app.inference.device_pixels import DevicePixels, use_device_pixels
 from app.inference.families import loader
 from app.inference.isnet import ISNet
 from app.inference.ort_backend import OrtModel, exported_onnx, onnxruntime_available
@@ -173,6 +174,7 @@ class Analysis:
 
     matte: np.ndarray  # S x S float32 in [0, 1]: IS-Net's foreground
     sky: np.ndarray | None  # R x R float32 in [0, 1] (R: the engine's sky_resolution): sky probability; None without it
+    matte_on_device: torch.Tensor | None = None  # the same matte left on the device, when pixels are upsampled there
 
 
 @dataclass
@@ -194,6 +196,7 @@ class MattingEngine:
     name: str = DEFAULT_MODEL
     preprocess: Preprocess = CATALOGUE[DEFAULT_MODEL].preprocess
     logits: bool = True  # the network's output goes through a sigmoid (the project's modules always give logits)
+    device_pixels: DevicePixels | None = None  # decoding and resizing on the device (BGR_DEVICE_PIXELS); None: on the CPU
 
     @classmethod
     def from_settings(cls, settings: Settings, model: str | None = None, scene: SceneNetworks | None = None) -> "MattingEngine":
@@ -213,6 +216,7 @@ class MattingEngine:
         resolution = settings.resolution if preprocess.resizable else preprocess.side
         # A published graph may fix its input size: only resizable networks take a second pass.
         second_resolution = pick_second_resolution(settings.second_resolution, resolution, device) if preprocess.resizable else 0
+        pixels_on_device = use_device_pixels(settings.device_pixels, device)
         log.info(
             "model loaded",
             extra={
@@ -223,6 +227,7 @@ class MattingEngine:
                 "resolution": resolution,
                 "second_resolution": second_resolution,
                 "scene_handling": sky_model is not None,
+                "device_pixels": pixels_on_device,
             },
         )
         return cls(
@@ -237,6 +242,7 @@ class MattingEngine:
             name=network.name,
             preprocess=preprocess,
             logits=network.runtime == "torch" or preprocess.transform == "sigmoid",
+            device_pixels=DevicePixels(device) if pixels_on_device else None,
         )
 
     @property
@@ -244,8 +250,12 @@ class MattingEngine:
         """How images are resized to the model: Lanczos for two passes (so measured best), else antialiased bilinear (cheaper)."""
         return Image.Resampling.LANCZOS if self.second_resolution else Image.Resampling.BILINEAR
 
-    def _to_device(self, images: np.ndarray) -> torch.Tensor:
-        batch = torch.from_numpy(np.require(images, np.uint8, ["C", "W"])).to(self.device, non_blocking=True)
+    def _to_device(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """``N x S x S x 3`` uint8, in numpy or (made on the device) a tensor -> ``N x 3 x S x S`` in the model's dtype."""
+        if isinstance(images, torch.Tensor):
+            batch = images.to(self.device, non_blocking=True)
+        else:
+            batch = torch.from_numpy(np.require(images, np.uint8, ["C", "W"])).to(self.device, non_blocking=True)
         return batch.permute(0, 3, 1, 2).to(self.dtype)
 
     def _logits(self, batch: torch.Tensor) -> torch.Tensor:
@@ -289,14 +299,15 @@ class MattingEngine:
         return self._matte(self._to_device(images)).cpu().numpy()
 
     @torch.inference_mode()
-    def analyse(self, images: np.ndarray) -> list[Analysis]:
+    def analyse(self, images: np.ndarray | torch.Tensor) -> list[Analysis]:
         """``N x S x S x 3`` uint8 RGB -> one :class:`Analysis` per image: the matte, and the sky map when the sky network is loaded."""
         batch = self._to_device(images)
-        mattes = self._matte(batch).cpu().numpy()
-        if self.sky_model is None:
-            return [Analysis(matte, None) for matte in mattes]
-        skies = self._sky(batch).cpu().numpy()
-        return [Analysis(matte, sky) for matte, sky in zip(mattes, skies)]
+        on_device = self._matte(batch)
+        mattes = on_device.cpu().numpy()
+        # With device pixels the matte is also kept where it is, for its upsampling there.
+        kept: list[torch.Tensor | None] = list(on_device.unbind(0)) if self.device_pixels is not None else [None] * len(mattes)
+        skies = self._sky(batch).cpu().numpy() if self.sky_model is not None else [None] * len(mattes)
+        return [Analysis(matte, sky, device_matte) for matte, sky, device_matte in zip(mattes, skies, kept)]
 
     def warm_up(self) -> None:
         self.analyse(np.zeros((1, self.resolution, self.resolution, 3), dtype=np.uint8))
