@@ -4,7 +4,7 @@
 
 Inputs: every photo of the evaluation set (``../shared/evaldata/manifest.csv``), JPEG-encoded at
 quality 90 in memory (nothing is written or copied), and the bench's 2 MP and 12 MP JPEGs
-(bench/inputs.py). For each stage the device path runs on ``--device`` (default: CUDA when present,
+(bench/inputs.py; without scikit-image, the first photo upscaled), which always go through the model. For each stage the device path runs on ``--device`` (default: CUDA when present,
 else the CPU, where the same code runs libjpeg-turbo and CPU matrix products) and is compared with
 the CPU path the service runs with device pixels off:
 
@@ -27,6 +27,7 @@ import argparse
 import csv
 import io
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -45,8 +46,8 @@ from app.imaging.decode import decode_image  # noqa: E402
 from app.inference.device_pixels import DevicePixels  # noqa: E402
 from app.inference.pipeline import matte_at_size, model_input  # noqa: E402
 
-EVALDATA = ROOT.parent / "shared" / "evaldata"
-RESOLUTION = 1024
+EVALDATA = Path(os.environ.get("BGR_SHARED_DIR", ROOT.parent / "shared")) / "evaldata"
+GENERATED = ("coffee-", "upscaled-")  # the names of the generated large JPEGs, which always go through the model
 FILTERS = {"lanczos": Image.Resampling.LANCZOS, "bilinear": Image.Resampling.BILINEAR}
 
 
@@ -95,7 +96,19 @@ def jpeg_bytes(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def inputs(limit: int, folder: Path) -> list[tuple[str, bytes]]:
+def stand_in(jpeg: bytes | None, width: int, height: int) -> Image.Image:
+    """A photo Lanczos-upscaled to ``width x height``; without one, a gradient with a disc and grain."""
+    if jpeg is not None:
+        with Image.open(io.BytesIO(jpeg)) as image:
+            return image.resize((width, height), Image.LANCZOS)
+    y, x = np.mgrid[0:height, 0:width]
+    picture = np.stack([x * 255 // width, y * 255 // height, np.full_like(x, 90)], axis=2).astype(np.float32)
+    picture[(x - width / 2) ** 2 + (y - height / 2) ** 2 < (min(width, height) / 3) ** 2] = (250, 240, 30)
+    picture += np.random.default_rng(0).normal(0, 6, picture.shape)
+    return Image.fromarray(np.clip(picture, 0, 255).astype(np.uint8))
+
+
+def inputs(limit: int, folder: Path, sizes: list[float]) -> list[tuple[str, bytes]]:
     photos = []
     manifest = EVALDATA / "manifest.csv"
     if manifest.is_file():
@@ -105,16 +118,14 @@ def inputs(limit: int, folder: Path) -> list[tuple[str, bytes]]:
                     photos.append((row["id"], jpeg_bytes(image)))
     else:
         print(f"{manifest} is absent: only the bench's generated JPEGs are measured", file=sys.stderr)
-    for megapixels in (2, 12):
+    for megapixels in sizes:
         try:
             path = make_jpeg(megapixels, folder)
-        except ImportError as error:  # the bench extra's scikit-image makes them; without it, the first photo upscaled
-            if not photos:
-                continue
-            print(f"{error}: the {megapixels} MP input is the first evaluation photo, Lanczos-upscaled", file=sys.stderr)
+        except ImportError as error:  # the bench extra's scikit-image makes them; without it, a photo upscaled
             width, height = dimensions(megapixels)
-            with Image.open(io.BytesIO(photos[0][1])) as image:
-                photos.append((f"upscaled-{width}x{height}", jpeg_bytes(image.resize((width, height), Image.LANCZOS))))
+            print(f"{error}: the {megapixels} MP input is {'the first evaluation photo' if photos else 'a synthetic picture'}, upscaled",
+                  file=sys.stderr)
+            photos.append((f"upscaled-{width}x{height}", jpeg_bytes(stand_in(photos[0][1] if photos else None, width, height))))
             continue
         photos.append((path.name, path.read_bytes()))
     return photos
@@ -125,6 +136,8 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--limit", type=int, default=150, help="evaluation photos measured")
     parser.add_argument("--model-photos", type=int, default=None, help="photos run through IS-Net (default: all on CUDA, 4 on the CPU)")
+    parser.add_argument("--resolution", type=int, default=1024, help="the model's input side")
+    parser.add_argument("--megapixels", default="2,12", help="sizes of the generated JPEGs measured beside the photos (comma-separated)")
     parser.add_argument("--inputs", type=Path, default=ROOT / "bench" / "inputs", help="where the generated 2 and 12 MP JPEGs are kept")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
@@ -132,7 +145,7 @@ def main() -> None:
     device = torch.device(args.device)
     synchronise = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     pixels = DevicePixels(device)
-    photos = inputs(args.limit, args.inputs)
+    photos = inputs(args.limit, args.inputs, [float(mp) for mp in args.megapixels.split(",") if mp.strip()])
     model_photos = args.model_photos if args.model_photos is not None else (len(photos) if device.type == "cuda" else 4)
     comparisons: dict[str, Comparison] = {}
     refused: list[str] = []
@@ -146,7 +159,7 @@ def main() -> None:
         from app.settings import Settings
 
         # As served on this device: two passes and a Lanczos input on CUDA, one and bilinear on the CPU.
-        engine = MattingEngine.from_settings(Settings(device=args.device, target="subject"))
+        engine = MattingEngine.from_settings(Settings(device=args.device, target="subject", resolution=args.resolution))
 
     for index, (name, data) in enumerate(photos):
         stage = compare("decode")
@@ -159,19 +172,19 @@ def main() -> None:
         height, width = cpu_rgb.shape[:2]
         for filter_name, resample in FILTERS.items():
             stage = compare(f"model input, {filter_name}, cut-out route")
-            device_input = timed(lambda: pixels.model_input(decoded, RESOLUTION, resample), synchronise, stage.device_seconds)
-            cpu_input = timed(lambda: model_input(cpu_rgb, RESOLUTION, resample), lambda: None, stage.cpu_seconds)
+            device_input = timed(lambda: pixels.model_input(decoded, args.resolution, resample), synchronise, stage.device_seconds)
+            cpu_input = timed(lambda: model_input(cpu_rgb, args.resolution, resample), lambda: None, stage.cpu_seconds)
             stage.add(device_input.cpu().numpy(), cpu_input)
-            drafted = decode_image(data, (RESOLUTION, RESOLUTION)).rgb
-            compare(f"model input, {filter_name}, matte route").add(device_input.cpu().numpy(), model_input(drafted, RESOLUTION, resample))
-        coarse = np.asarray(Image.fromarray(cpu_rgb).convert("L").resize((RESOLUTION, RESOLUTION)), dtype=np.float32) / 255
+            drafted = decode_image(data, (args.resolution, args.resolution)).rgb
+            compare(f"model input, {filter_name}, matte route").add(device_input.cpu().numpy(), model_input(drafted, args.resolution, resample))
+        coarse = np.asarray(Image.fromarray(cpu_rgb).convert("L").resize((args.resolution, args.resolution)), dtype=np.float32) / 255
         stage = compare("matte upsampling (same matte)")
         on_device = torch.from_numpy(coarse).to(device)
         device_matte = timed(lambda: pixels.matte_at_size(on_device, width, height), synchronise, stage.device_seconds)
         stage.add(device_matte, timed(lambda: matte_at_size(coarse, width, height), lambda: None, stage.cpu_seconds))
-        if engine is not None and (index < model_photos or index >= len(photos) - 2):
-            device_input = pixels.model_input(decoded, RESOLUTION, engine.input_filter)
-            cpu_input = model_input(cpu_rgb, RESOLUTION, engine.input_filter)
+        if engine is not None and (index < model_photos or name.startswith(GENERATED)):
+            device_input = pixels.model_input(decoded, args.resolution, engine.input_filter)
+            cpu_input = model_input(cpu_rgb, args.resolution, engine.input_filter)
             device_analysis = engine.analyse(device_input[None])[0]
             cpu_analysis = engine.analyse(cpu_input[None])[0]
             compare("served matte (IS-Net, each path end to end)").add(
