@@ -260,3 +260,9 @@ def test_cuda_path_agrees_with_the_cpu_path():
         height, width = on_cpu.shape[1:]
         difference = np.abs(cuda.matte_at_size(matte.cuda(), width, height).astype(int) - matte_at_size(matte.numpy(), width, height))
         assert difference.max() <= MATTE_MAX_DIFFERENCE and (difference > 0).mean() <= MATTE_DIFFERING_SHARE, path
+        # As the service runs it: a decode thread's own stream, then the batch stacked on the default stream.
+        rgb, served_input = cuda.prepare(data, width, height, 1024, Image.Resampling.LANCZOS, keep_rgb=True)
+        assert np.array_equal(rgb, cuda.to_cpu(on_gpu)) and torch.equal(served_input.cpu(), from_gpu_decode.to(torch.uint8))
+        batch = cuda.stack([served_input, CPU.model_input(on_cpu, 1024, Image.Resampling.LANCZOS).numpy()])
+        assert batch.device.type == "cuda" and torch.equal(batch[1].cpu(), same_input)
+    cuda.warm_up(1024, Image.Resampling.LANCZOS)

@@ -16,11 +16,13 @@ device decoder refuses. The CPU path then decodes, or answers Azure's 400 as it 
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -161,6 +163,7 @@ class DevicePixels:
     device: torch.device
     _matrices: dict[tuple[int, int, Image.Resampling, bool], torch.Tensor] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)  # the decode threads share the matrices
+    _streams: threading.local = field(default_factory=threading.local)  # each decode thread's CUDA stream
 
     def _matrix(self, in_size: int, out_size: int, resample: Image.Resampling, integer: bool) -> torch.Tensor:
         key = (in_size, out_size, resample, integer)
@@ -194,7 +197,7 @@ class DevicePixels:
     ) -> tuple[np.ndarray | None, torch.Tensor] | None:
         """A JPEG of ``width x height`` -> (its pixels on the CPU when ``keep_rgb``, else None; the model input on the
         device); None where the CPU path must decode it."""
-        with torch.inference_mode():
+        with torch.inference_mode(), self._own_stream():
             rgb = self.decode_jpeg(data)
             if rgb is None or tuple(rgb.shape[1:]) != (height, width):
                 return None
@@ -226,7 +229,7 @@ class DevicePixels:
         """``S x S`` float matte in [0, 1] on the device -> ``height x width`` uint8 on the CPU, as
         :func:`app.inference.pipeline.matte_at_size`: scaled to 0-255.5, bilinear in float32 (each pass summed in
         float64, as Pillow's float resampling), then clipped and truncated."""
-        with torch.inference_mode():
+        with torch.inference_mode(), self._own_stream():
             return self._matte_at_size(matte, width, height)
 
     def _matte_at_size(self, matte: torch.Tensor, width: int, height: int) -> np.ndarray:
@@ -244,4 +247,33 @@ class DevicePixels:
 
     def stack(self, images: Sequence[Any]) -> torch.Tensor:
         """The batcher's stacking: model inputs made on the device and (CPU fallbacks) numpy arrays, as one device batch."""
-        return torch.stack([image if isinstance(image, torch.Tensor) else torch.from_numpy(image).to(self.device) for image in images])
+        tensors = [image if isinstance(image, torch.Tensor) else torch.from_numpy(image).to(self.device) for image in images]
+        if self.device.type == "cuda":
+            consumer = torch.cuda.current_stream(self.device)
+            for tensor in tensors:  # made on a decode thread's stream: not to be reused before the batch has read it
+                tensor.record_stream(consumer)
+        return torch.stack(tensors)
+
+    @contextmanager
+    def _own_stream(self) -> Iterator[None]:
+        """On CUDA, this thread's own stream, synchronised on leaving: a decode thread's copies back to the CPU then wait
+        for its own work, not for the batch the model is running on the default stream."""
+        if self.device.type != "cuda":
+            yield
+            return
+        stream = getattr(self._streams, "stream", None)
+        if stream is None:
+            stream = self._streams.stream = torch.cuda.Stream(self.device)
+        with torch.cuda.stream(stream):
+            yield
+        stream.synchronize()
+
+    def warm_up(self, resolution: int, resample: Image.Resampling) -> None:
+        """Decode, resize and upsample once, so that the first request does not pay the decoder's and kernels' set-up."""
+        buffer = io.BytesIO()
+        Image.new("RGB", (96, 64), (120, 60, 30)).save(buffer, "JPEG")
+        prepared = self.prepare(buffer.getvalue(), 96, 64, resolution, resample, keep_rgb=True)
+        if prepared is None:
+            raise RuntimeError("the device JPEG decoder refused a plain JPEG")
+        with torch.inference_mode():
+            self.matte_at_size(torch.zeros(resolution, resolution, device=self.device), 96, 64)

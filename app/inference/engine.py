@@ -311,3 +311,5 @@ class MattingEngine:
 
     def warm_up(self) -> None:
         self.analyse(np.zeros((1, self.resolution, self.resolution, 3), dtype=np.uint8))
+        if self.device_pixels is not None:
+            self.device_pixels.warm_up(self.resolution, self.input_filter)
