@@ -101,33 +101,28 @@ def jpeg_on_device(data: bytes) -> bool:
 # --- Pillow's resampling as matrices -----------------------------------------------------------
 
 
-def _bilinear(x: float) -> float:
-    x = abs(x)
-    return 1.0 - x if x < 1.0 else 0.0
+def _bilinear(x: np.ndarray) -> np.ndarray:
+    return np.maximum(1.0 - np.abs(x), 0.0)
 
 
-def _bicubic(x: float) -> float:
+def _bicubic(x: np.ndarray) -> np.ndarray:
     a = -0.5
-    x = abs(x)
-    if x < 1.0:
-        return ((a + 2.0) * x - (a + 3.0)) * x * x + 1
-    if x < 2.0:
-        return (((x - 5) * x + 8) * x - 4) * a
-    return 0.0
+    x = np.abs(x)
+    near = ((a + 2.0) * x - (a + 3.0)) * x * x + 1
+    far = (((x - 5) * x + 8) * x - 4) * a
+    return np.where(x < 1.0, near, np.where(x < 2.0, far, 0.0))
 
 
-def _sinc(x: float) -> float:
-    if x == 0.0:
-        return 1.0
-    x *= math.pi
-    return math.sin(x) / x
+def _sinc(x: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(x == 0.0, 1.0, np.sin(x * math.pi) / (x * math.pi))
 
 
-def _lanczos(x: float) -> float:
-    return _sinc(x) * _sinc(x / 3) if -3.0 <= x < 3.0 else 0.0
+def _lanczos(x: np.ndarray) -> np.ndarray:
+    return np.where((-3.0 <= x) & (x < 3.0), _sinc(x) * _sinc(x / 3), 0.0)
 
 
-_FILTERS: dict[Image.Resampling, tuple[Callable[[float], float], float]] = {
+_FILTERS: dict[Image.Resampling, tuple[Callable[[np.ndarray], np.ndarray], float]] = {
     Image.Resampling.BILINEAR: (_bilinear, 1.0),
     Image.Resampling.BICUBIC: (_bicubic, 2.0),
     Image.Resampling.LANCZOS: (_lanczos, 3.0),
@@ -135,19 +130,24 @@ _FILTERS: dict[Image.Resampling, tuple[Callable[[float], float], float]] = {
 
 
 def pillow_coefficients(in_size: int, out_size: int, resample: Image.Resampling) -> np.ndarray:
-    """``out_size x in_size`` float64: row i holds the weights Pillow's ``precompute_coeffs`` gives output pixel i."""
+    """``out_size x in_size`` float64: row i holds the weights Pillow's ``precompute_coeffs`` gives output pixel i
+    (computed for all rows at once: a new size costs no Python loop)."""
     filter_fn, filter_support = _FILTERS[resample]
     scale = in_size / out_size
     filterscale = max(scale, 1.0)
     support = filter_support * filterscale
+    center = (np.arange(out_size) + 0.5) * scale
+    xmin = np.maximum((center - support + 0.5).astype(np.int64), 0)  # C's (int) truncates; negatives clip to 0 anyway
+    xmax = np.minimum((center + support + 0.5).astype(np.int64), in_size)
+    taps = int(math.ceil(support)) * 2 + 1
+    x = xmin[:, None] + np.arange(taps)[None, :]
+    inside = x < xmax[:, None]
+    weights = np.where(inside, filter_fn((x - center[:, None] + 0.5) / filterscale), 0.0)
+    totals = weights.sum(axis=1, keepdims=True)
+    weights = np.divide(weights, totals, out=weights.copy(), where=totals != 0.0)
     matrix = np.zeros((out_size, in_size), dtype=np.float64)
-    for xx in range(out_size):
-        center = (xx + 0.5) * scale
-        xmin = max(int(center - support + 0.5), 0)
-        xmax = min(int(center + support + 0.5), in_size)
-        weights = np.array([filter_fn((x - center + 0.5) / filterscale) for x in range(xmin, xmax)])
-        total = weights.sum()
-        matrix[xx, xmin:xmax] = weights / total if total != 0.0 else weights
+    rows = np.broadcast_to(np.arange(out_size)[:, None], x.shape)
+    matrix[rows[inside], x[inside]] = weights[inside]
     return matrix
 
 
