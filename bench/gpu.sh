@@ -15,6 +15,7 @@
 #
 #   bash bench/gpu.sh                 # PY=path/to/python to pick the interpreter, OUT=folder for the results
 #   GPU_SH_SMOKE=1 bash bench/gpu.sh  # every step tiny on the CPU: checks the plumbing where no GPU is
+#   WORKERS="1 2 auto" CLIENTS=192 bash bench/gpu.sh   # other worker counts or load (also CLIENT_PROCESSES, REQUESTS)
 #
 # Needs the project installed with a CUDA build of torch and the matching torchvision (`pip install -e '.[gpu]'`
 # after a CUDA torch wheel, or the CUDA container image), pytest for the test step, scikit-image for the bench's
