@@ -138,7 +138,7 @@ def main() -> None:
     parser.add_argument("--model-photos", type=int, default=None, help="photos run through IS-Net (default: all on CUDA, 4 on the CPU)")
     parser.add_argument("--resolution", type=int, default=1024, help="the model's input side")
     parser.add_argument("--megapixels", default="2,12", help="sizes of the generated JPEGs measured beside the photos (comma-separated)")
-    parser.add_argument("--inputs", type=Path, default=ROOT / "bench" / "inputs", help="where the generated 2 and 12 MP JPEGs are kept")
+    parser.add_argument("--inputs", type=Path, default=ROOT / "bench" / "results" / "inputs", help="where the generated JPEGs are kept (as bench/throughput.py keeps them)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
 
