@@ -89,8 +89,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 # Dependencies first (they change least), then the weights, then the code.
 # torch is bounded (TORCH_SPEC), not pinned exactly: each wheel index holds different builds.
+# A CUDA image also takes torchvision from the same index (a build matching its torch): its nvJPEG
+# decoder is what BGR_DEVICE_PIXELS=auto needs to decode and resize on the GPU.
 # hadolint ignore=DL3013
-RUN pip install --index-url "${TORCH_INDEX_BASE}/${TORCH_VARIANT}" "${TORCH_SPEC}"
+RUN if [ "${TORCH_VARIANT}" = cpu ]; then extra=""; else extra=torchvision; fi; \
+    pip install --index-url "${TORCH_INDEX_BASE}/${TORCH_VARIANT}" "${TORCH_SPEC}" ${extra}
 COPY --from=build /reqs/runtime.txt /tmp/runtime.txt
 RUN pip install -r /tmp/runtime.txt && rm /tmp/runtime.txt
 
