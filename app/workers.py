@@ -160,7 +160,7 @@ def supervise(settings: Settings, count: int) -> int:
             workers[index] = process
         # The workers hold the socket now. Closed here, the port stops accepting once the last worker closes its copy.
         sock.close()
-        log.info("workers started", extra={"workers": count, "pids": [p.pid for p in workers.values()]})
+        log.info("workers started", extra={"workers": count, "pids": [p.pid for p in workers.values()], "metrics_dir": str(metrics_dir)})
         running = dict(workers)
         deadline: float | None = None
         while running:
