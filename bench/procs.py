@@ -50,6 +50,28 @@ def cpu_seconds(pid: int) -> float | None:
         return None
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (a supervisor and its workers), from each process's parent in ``/proc``."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            parents[int(stat.parent.name)] = int(fields[1])  # ppid
+        except (OSError, IndexError, ValueError):
+            continue  # ended while being read
+    tree, frontier = [pid], [pid]
+    while frontier:
+        children = [child for child, parent in parents.items() if parent in frontier]
+        tree += children
+        frontier = children
+    return tree
+
+
+def tree_cpu_seconds(pids: list[int]) -> float:
+    """User plus system CPU time of these processes so far (those that have ended count nothing)."""
+    return sum(cpu_seconds(pid) or 0.0 for pid in pids)
+
+
 @dataclass
 class Server:
     name: str
