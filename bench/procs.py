@@ -67,6 +67,16 @@ def process_tree(pid: int) -> list[int]:
     return tree
 
 
+def machine_busy_seconds() -> float | None:
+    """CPU-seconds the whole machine has spent busy (every core; steal included: on a VM, time another guest took)."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+        return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError):
+        return None
+
+
 def tree_cpu_seconds(pids: list[int]) -> float:
     """User plus system CPU time of these processes so far (those that have ended count nothing)."""
     return sum(cpu_seconds(pid) or 0.0 for pid in pids)
