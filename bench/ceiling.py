@@ -18,7 +18,11 @@ upsampling, PNG deflate, streaming. Every result is labelled so. For each worker
   lock was (GIL-seconds / wall seconds / processes). A process serves at most 1 / (GIL-seconds per
   request) requests/s; where that is reached, more cores only help through more processes.
 
-Writes ``ceiling-<tag>.json`` to ``--out`` and prints a Markdown table.
+Every service stays up for the whole run and the cells go round after round, each service in turn,
+so that whatever else the machine runs falls on every setting alike. Each cell records the cores
+the rest of the machine used meanwhile (/proc/stat less the serving and load processes); the table
+gives medians over the rounds where that stayed under ``--max-other-cores``. Writes
+``ceiling-<tag>.json`` (every cell and the medians) to ``--out`` and prints a Markdown table.
 """
 
 from __future__ import annotations
