@@ -266,9 +266,14 @@ def remove(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- serve and settings
 
 
-def add_setting_options(parser: argparse.ArgumentParser) -> None:
+SERVING_ONLY = frozenset({"workers"})  # `remove` runs in one process; its --workers is images in flight
+
+
+def add_setting_options(parser: argparse.ArgumentParser, leave_out: frozenset[str] = frozenset()) -> None:
     group = parser.add_argument_group("settings (each overrides its BGR_* environment variable)")
     for f in dataclasses.fields(Settings):
+        if f.name in leave_out:
+            continue
         group.add_argument(f"--{f.name.replace('_', '-')}", dest=f"setting_{f.name}", metavar=f.name.upper(), default=None)
 
 
@@ -366,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     remove_cmd.add_argument("--endpoint", default=None, help="an Azure-compatible endpoint, e.g. http://localhost:5000")
     remove_cmd.add_argument("--key", default=None, help="its subscription key (or set BGR_CLIENT_KEY)")
     remove_cmd.add_argument("--timeout", type=float, default=300.0, help="seconds per request with --endpoint")
-    add_setting_options(remove_cmd)
+    add_setting_options(remove_cmd, leave_out=SERVING_ONLY)
     remove_cmd.set_defaults(run=remove)
 
     weights_cmd = commands.add_parser("weights", help="fetch, verify or show a network's weights (default: IS-Net)")

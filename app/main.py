@@ -37,9 +37,15 @@ log = logging.getLogger("app")
 WEB_ROOT = Path(__file__).resolve().parent / "web" / "static"
 
 
-def create_app(settings: Settings, engine: MattingEngine | None = None, engines: Mapping[str, MattingEngine] | None = None) -> FastAPI:
-    """Build the app. ``engine`` (the default network) or ``engines`` (by name, the default first) let tests share loaded models."""
-    metrics = Metrics()
+def create_app(
+    settings: Settings,
+    engine: MattingEngine | None = None,
+    engines: Mapping[str, MattingEngine] | None = None,
+    metrics_dir: Path | None = None,
+) -> FastAPI:
+    """Build the app. ``engine`` (the default network) or ``engines`` (by name, the default first) let tests share loaded models;
+    ``metrics_dir``: the multiprocess metrics folder shared with the other serving processes (app/workers.py)."""
+    metrics = Metrics(metrics_dir)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, object]]:
@@ -64,10 +70,10 @@ def create_app(settings: Settings, engine: MattingEngine | None = None, engines:
                 settings.queue_size,
                 on_batch=metrics.batch_observer(name),
                 stack=matting.device_pixels.stack if matting.device_pixels is not None else None,
+                on_depth=metrics.queue_observer(name),
             )
             for name, matting in loaded.items()
         }
-        metrics.watch_queues({name: (lambda b=batcher: b.depth) for name, batcher in batchers.items()})
         for batcher in batchers.values():
             await batcher.start()
         pixel_budget = PixelBudget(settings.max_pixels_in_flight)

@@ -1,30 +1,53 @@
-"""Prometheus metrics, in a registry of the app's own (no process-global state)."""
+"""Prometheus metrics, in a registry of the app's own (no process-global state).
+
+With several serving processes (BGR_WORKERS), each process's values live in prometheus-client's
+multiprocess files (PROMETHEUS_MULTIPROC_DIR, made by app/workers.py) and a scrape, whichever
+process answers it, reads them all: counters and histograms summed over every process that ever
+ran, gauges summed over the live ones (``livesum``).
+"""
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+import os
+from pathlib import Path
+from typing import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.multiprocess import MultiProcessCollector
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 8, 13, 20, 30, 60, 120)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, multiprocess_dir: Path | None = None) -> None:
+        """``multiprocess_dir``: the shared files of several serving processes (None: this process alone)."""
         self.registry = CollectorRegistry()
         r = self.registry
+        self._scraped = r
+        if multiprocess_dir is not None:
+            # prometheus-client picks file-backed values when first imported, from this variable.
+            if os.environ.get("PROMETHEUS_MULTIPROC_DIR") != str(multiprocess_dir):
+                raise RuntimeError("PROMETHEUS_MULTIPROC_DIR must name the metrics folder before prometheus_client is imported")
+            self._scraped = CollectorRegistry()
+            MultiProcessCollector(self._scraped, path=str(multiprocess_dir))
         self.requests = Counter("bgremoval_requests", "Segment requests by mode and HTTP status.", ["mode", "status"], registry=r)
         self.request_seconds = Histogram(
             "bgremoval_request_duration_seconds", "Segment request latency, first byte in to last byte out.", ["mode"],
             buckets=LATENCY_BUCKETS, registry=r,
         )
-        self.inflight = Gauge("bgremoval_inflight_requests", "Segment requests being served now.", registry=r)
+        # Gauges add up over the live serving processes (the multiprocess mode; one process: its own value).
+        self.inflight = Gauge("bgremoval_inflight_requests", "Segment requests being served now.", registry=r, multiprocess_mode="livesum")
         self.rejected = Counter("bgremoval_rejected", "Requests refused, by reason.", ["reason"], registry=r)
         # The total stays unlabelled: the HPA scales on it (deploy/kubernetes/prometheus-adapter).
-        self.queue_depth = Gauge("bgremoval_queue_depth", "Requests waiting for a model, all networks together.", registry=r)
-        self.model_queue_depth = Gauge("bgremoval_model_queue_depth", "Requests waiting, by network.", ["model"], registry=r)
+        self.queue_depth = Gauge(
+            "bgremoval_queue_depth", "Requests waiting for a model, all networks together.", registry=r, multiprocess_mode="livesum"
+        )
+        self.model_queue_depth = Gauge(
+            "bgremoval_model_queue_depth", "Requests waiting, by network.", ["model"], registry=r, multiprocess_mode="livesum"
+        )
+        self._depths: dict[str, int] = {}
         self.batch_size = Histogram(
             "bgremoval_batch_size", "Images per model call, by network.", ["model"], buckets=(1, 2, 4, 8, 16, 32, 64), registry=r
         )
@@ -36,11 +59,19 @@ class Metrics:
             registry=r,
         )
 
-    def watch_queues(self, depths: Mapping[str, Callable[[], int]]) -> None:
-        """Gauges read from each network's batcher when scraped."""
-        for model, depth in depths.items():
-            self.model_queue_depth.labels(model).set_function(depth)
-        self.queue_depth.set_function(lambda: sum(depth() for depth in depths.values()))
+    def queue_observer(self, model: str) -> Callable[[int], None]:
+        """Told each network's queue depth whenever it changes. Set on change, not read when scraped: in
+        the multiprocess mode a scrape is answered by one process, which cannot call into the others."""
+        gauge = self.model_queue_depth.labels(model)
+        self._depths[model] = 0
+        gauge.set(0)
+
+        def observe(depth: int) -> None:
+            self._depths[model] = depth
+            gauge.set(depth)
+            self.queue_depth.set(sum(self._depths.values()))
+
+        return observe
 
     def batch_observer(self, model: str) -> Callable[[int, float], None]:
         batch_size, seconds = self.batch_size.labels(model), self.inference_seconds.labels(model)
@@ -55,4 +86,4 @@ class Metrics:
         self.input_megapixels.observe(width * height / 1e6)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return generate_latest(self._scraped)

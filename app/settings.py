@@ -64,6 +64,7 @@ def _split(value: str) -> tuple[str, ...]:
 class Settings:
     host: str = "0.0.0.0"
     port: int = 5000
+    workers: str = "auto"  # serving processes on the port, each with its own engines and batcher; auto: 1 on the CPU (app/workers.py)
     model: str = "isnet-general-use"  # the network a request without ?model= gets (README "Models")
     models: tuple[str, ...] = ()  # the networks loaded at start, each with its own batcher; empty: BGR_MODEL alone
     models_dir: Path = PROJECT_ROOT / "model_weights"  # where `weights fetch --model` puts networks (and model cards)
@@ -138,6 +139,8 @@ class Settings:
                 side = -1
             if side < 0 or side % 32 or side >= self.resolution:
                 raise SettingsError("BGR_SECOND_RESOLUTION must be auto, 0 (one pass) or a multiple of 32 below BGR_RESOLUTION")
+        if self.workers != "auto" and not (self.workers.isdigit() and int(self.workers) >= 1):
+            raise SettingsError("BGR_WORKERS must be auto or a whole number of at least 1")
         if self.max_batch_size < 0:
             raise SettingsError("BGR_MAX_BATCH_SIZE must be 0 (automatic) or more")
         if min(self.queue_size, self.decode_concurrency, self.max_pixels_in_flight) < 1:

@@ -50,6 +50,38 @@ def cpu_seconds(pid: int) -> float | None:
         return None
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (a supervisor and its workers), from each process's parent in ``/proc``."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            parents[int(stat.parent.name)] = int(fields[1])  # ppid
+        except (OSError, IndexError, ValueError):
+            continue  # ended while being read
+    tree, frontier = [pid], [pid]
+    while frontier:
+        children = [child for child, parent in parents.items() if parent in frontier]
+        tree += children
+        frontier = children
+    return tree
+
+
+def machine_busy_seconds() -> float | None:
+    """CPU-seconds the whole machine has spent busy (every core; steal included: on a VM, time another guest took)."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+        return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError):
+        return None
+
+
+def tree_cpu_seconds(pids: list[int]) -> float:
+    """User plus system CPU time of these processes so far (those that have ended count nothing)."""
+    return sum(cpu_seconds(pid) or 0.0 for pid in pids)
+
+
 @dataclass
 class Server:
     name: str

@@ -102,21 +102,27 @@ class Server:
         return httpx.Client(base_url=self.url, **{"timeout": 300, **kwargs})
 
 
-def start_server(env_overrides: dict[str, str], log_path: Path) -> Server:
+def launch_server(env_overrides: dict[str, str], log_path: Path) -> Server:
+    """``python -m app`` started, not yet ready."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("BGR_")}
     env.update({"BGR_HOST": "127.0.0.1", "BGR_PORT": str(port), "BGR_WEIGHTS": str(WEIGHTS), "BGR_DEVICE": "cpu"})
     env.update(env_overrides)
     log = log_path.open("wb")
     process = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    return Server(f"http://127.0.0.1:{port}", process, log_path)
+
+
+def start_server(env_overrides: dict[str, str], log_path: Path) -> Server:
+    launched = launch_server(env_overrides, log_path)
+    process, url = launched.process, launched.url
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode}:\n{log_path.read_text()}")
         try:
             if httpx.get(f"{url}/health/ready", timeout=2).status_code == 200:
-                return Server(url, process, log_path)
+                return launched
         except httpx.HTTPError:
             pass
         time.sleep(0.5)

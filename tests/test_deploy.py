@@ -301,15 +301,35 @@ def test_autoscaler(variant):
     assert [p["metric"]["name"] for p in pods] == [QUEUE_METRIC]
     target = pods[0]["target"]
     assert target["type"] == "AverageValue"
-    # About half a batch waiting per pod: above 0, not more than one whole batch.
-    max_batch = int(env(container(deployment))["BGR_MAX_BATCH_SIZE"])
-    assert 0 < float(target["averageValue"]) <= max_batch
+    # About half a batch waiting per serving process: above 0, not more than one whole batch each.
+    c = container(deployment)
+    max_batch = int(env(c)["BGR_MAX_BATCH_SIZE"])
+    assert 0 < float(target["averageValue"]) <= max_batch * workers_per_pod(c)
     cpu = [m["resource"] for m in hpa["metrics"] if m["type"] == "Resource"]
     assert [r["name"] for r in cpu] == ["cpu"]
     assert cpu[0]["target"]["type"] == "Utilization" and 0 < cpu[0]["target"]["averageUtilization"] <= 100
     behavior = hpa["behavior"]
     assert behavior["scaleUp"]["stabilizationWindowSeconds"] <= 60
     assert behavior["scaleDown"]["stabilizationWindowSeconds"] >= 300
+
+
+def workers_per_pod(c: dict) -> int:
+    """BGR_WORKERS as the pod resolves it: ``auto`` from the device and the container's CPU limit."""
+    from app.settings import Settings
+    from app.workers import worker_count
+
+    settings = Settings.from_env({k: v for k, v in env(c).items() if k.startswith("BGR_") and v is not None})
+    cores = int(c["resources"]["limits"]["cpu"])
+    return worker_count(settings, cores=cores, gpu=settings.device.startswith("cuda"))
+
+
+def test_workers_share_the_pods_memory_bound(variant):
+    """BGR_MAX_PIXELS_IN_FLIGHT is per serving process: the pod's image memory is that times its workers."""
+    name, docs = variant
+    c = container(docs["Deployment"])
+    pixels = int(env(c).get("BGR_MAX_PIXELS_IN_FLIGHT") or 200_000_000)
+    assert workers_per_pod(c) == (2 if name == "base" else 1)
+    assert pixels * workers_per_pod(c) <= 200_000_000  # about 2.4 GB of images, as one process allowed
 
 
 def test_the_adapter_serves_the_metric_the_autoscaler_reads():

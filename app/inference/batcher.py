@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 Result = TypeVar("Result")
 PredictFn = Callable[[np.ndarray], Sequence[Any]]  # a batch of images in, one result per image out
 BatchObserver = Callable[[int, float], None]  # (batch size, seconds)
+DepthObserver = Callable[[int], None]  # the queue's depth, after each change
 
 
 class QueueFullError(Exception):
@@ -61,11 +62,13 @@ class Batcher(Generic[Result]):
         queue_size: int,
         on_batch: BatchObserver | None = None,
         stack: Callable[[list[Any]], Any] | None = None,
+        on_depth: DepthObserver | None = None,
     ) -> None:
         """``stack``: the requests' inputs as one batch; None: numpy's (else, e.g., one that makes a device tensor)."""
         self._predict = predict
         self._stack = stack or np.stack
         self._on_batch = on_batch
+        self._on_depth = on_depth
         self._max_batch_size = max_batch_size
         self._max_wait_s = max_wait_s
         self._queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=queue_size)
@@ -78,6 +81,10 @@ class Batcher(Generic[Result]):
     @property
     def depth(self) -> int:
         return self._queue.qsize()
+
+    def _depth_changed(self) -> None:
+        if self._on_depth is not None:
+            self._on_depth(self._queue.qsize())
 
     async def start(self) -> None:
         self._accepting = True
@@ -102,6 +109,7 @@ class Batcher(Generic[Result]):
             job = self._queue.get_nowait()
             if not job.future.done():
                 job.future.set_exception(BatcherStoppedError())
+        self._depth_changed()
         self._executor.shutdown(wait=True)
 
     async def submit(self, image: Any) -> Result:
@@ -112,12 +120,14 @@ class Batcher(Generic[Result]):
             self._queue.put_nowait(job)
         except asyncio.QueueFull:
             raise QueueFullError from None
+        self._depth_changed()
         return await job.future
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             jobs = [await self._queue.get()]
+            self._depth_changed()
             self._busy = True  # from here until answered, these jobs are in no queue: drain must wait for them
             try:
                 await self._gather(jobs)
@@ -133,6 +143,7 @@ class Batcher(Generic[Result]):
         while len(jobs) < self._max_batch_size:
             if not self._queue.empty():
                 jobs.append(self._queue.get_nowait())
+                self._depth_changed()
                 continue
             remaining = deadline - time.monotonic()
             if remaining <= 0:
