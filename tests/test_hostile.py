@@ -106,6 +106,7 @@ def test_schemathesis_against_the_running_service(keyed_server):
             str(Path(sys.executable).with_name("schemathesis")),
             "--config-file", str(Path(__file__).with_name("schemathesis.toml")),
             "run", f"{keyed_server.url}/openapi.json",
+            "--include-path", "/imageanalysis:segment",  # Azure's operation; the other APIs' run in their own tests
             "-H", f"Ocp-Apim-Subscription-Key: {KEYS[0]}",
             "--checks", "all",
             "--exclude-checks", "unsupported_method,positive_data_acceptance",
