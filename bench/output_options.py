@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -22,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from inputs import make_jpeg  # noqa: E402
+from stages import median_seconds  # noqa: E402
 
 from app.imaging.decode import decode_image  # noqa: E402
 from app.imaging.output import Box, crop_to, encode_jpeg, encode_webp, fill_colour, fill_image, foreground_box  # noqa: E402
@@ -31,16 +31,6 @@ from app.inference.pipeline import matte_at_size, model_input  # noqa: E402
 from app.settings import Settings  # noqa: E402
 
 Step = Callable[[], object]
-
-
-def median_seconds(step: Step, repeats: int) -> float:
-    step()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - started)
-    return float(np.median(times))
 
 
 def png(rgb: np.ndarray, alpha: np.ndarray, level: int) -> bytes:

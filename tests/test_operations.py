@@ -6,6 +6,7 @@ import json
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import httpx
 import pytest
@@ -29,6 +30,10 @@ def sample(families: dict, name: str, **labels) -> float:
     return 0.0
 
 
+def change(before: dict, after: dict, name: str, **labels) -> float:
+    return sample(after, name, **labels) - sample(before, name, **labels)
+
+
 def test_metrics_count_requests_batches_inputs_and_rejections(fast_server):
     before = scrape(fast_server.url)
     image = png_bytes(photo((200, 100)))
@@ -39,9 +44,7 @@ def test_metrics_count_requests_batches_inputs_and_rejections(fast_server):
         assert client.post(SEGMENT, params={"mode": "foregroundMatting"}, content=image).status_code == 404
     after = scrape(fast_server.url)
 
-    def delta(name, **labels):
-        return sample(after, name, **labels) - sample(before, name, **labels)
-
+    delta = partial(change, before, after)
     assert delta("bgremoval_requests_total", api="azure", mode="backgroundRemoval", status="200") == 1
     assert delta("bgremoval_requests_total", api="azure", mode="foregroundMatting", status="200") == 1
     assert delta("bgremoval_requests_total", api="azure", mode="foregroundMatting", status="400") == 1
@@ -66,9 +69,7 @@ def test_metrics_carry_the_api_each_request_was_made_in(fast_server):
         assert client.get("/api/remove").status_code == 422
     after = scrape(fast_server.url)
 
-    def delta(name, **labels):
-        return sample(after, name, **labels) - sample(before, name, **labels)
-
+    delta = partial(change, before, after)
     assert delta("bgremoval_requests_total", api="azure", mode="backgroundRemoval", status="200") == 1
     assert delta("bgremoval_requests_total", api="rembg", mode="backgroundRemoval", status="200") == 1
     assert delta("bgremoval_requests_total", api="rembg", mode="foregroundMatting", status="200") == 1

@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import shutil
 import subprocess
-import sys
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -16,7 +15,7 @@ import pytest
 import requests
 from PIL import Image
 
-from conftest import KEYS, SEGMENT, photo, png_bytes
+from conftest import KEYS, SEGMENT, photo, png_bytes, run_schemathesis
 from app.imaging.output import fill_colour
 
 REMOVE = "/api/remove"
@@ -303,20 +302,4 @@ def test_keys_are_required_when_the_service_has_them(keyed_server, input_jpg):
 def test_schemathesis_over_rembgs_paths(keyed_server):
     """Every generated request, valid or not, gets a documented answer in FastAPI's shape, never a 500."""
     # positive_data_acceptance: schema-valid values are mostly not images, URLs or loaded models, so 4xx is right.
-    result = subprocess.run(
-        [
-            str(Path(sys.executable).with_name("schemathesis")),
-            "run", f"{keyed_server.url}/openapi.json",
-            "--include-path", REMOVE,
-            "-H", f"X-Api-Key: {KEYS[0]}",
-            "--checks", "all",
-            "--exclude-checks", "positive_data_acceptance",
-            "--max-examples", "60",
-            "--seed", "1",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    assert keyed_server.process.poll() is None
+    run_schemathesis(keyed_server, REMOVE, f"X-Api-Key: {KEYS[0]}", "positive_data_acceptance", 60)
