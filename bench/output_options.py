@@ -3,7 +3,8 @@
     python bench/output_options.py [--megapixels 2 12] [--repeats 3] [--markdown]
 
 For each size, one bench JPEG (bench/inputs.py) is decoded and IS-Net's real matte made at output size, once; then
-each option (app/imaging/output.py) is timed alone on the same cut-out, median of ``--repeats``, and so is the whole body an API sends with it. Ratios
+each option (app/imaging/output.py, and remove.bg's placement, app/imaging/placement.py, where that module is
+present) is timed alone on the same cut-out, median of ``--repeats``, and so is the whole body an API sends with it. Ratios
 are to the anchor measured in the same run, so they hold across machines better than the seconds do.
 """
 
@@ -43,6 +44,24 @@ def margins_of(box: Box, share: float) -> tuple[int, int, int, int]:
     return (vertical, horizontal, vertical, horizontal)
 
 
+def placement_rows(rgb: np.ndarray, alpha: np.ndarray, box: Box, level: int) -> dict[str, Step]:
+    """remove.bg's placement (app/imaging/placement.py, written on the remove.bg branch): rows where it is merged."""
+    try:
+        from app.imaging import placement
+    except ImportError:
+        print("app/imaging/placement.py is not here: no rows for remove.bg's scale, position and roi", file=sys.stderr)
+        return {}
+    height, width = alpha.shape
+    canvas = (width, height)
+    target = placement.placed_box(box, canvas, 0.5, (0.5, 0.5))
+    middle = Box(width // 4, height // 4, width // 2, height // 2)
+    return {
+        "place (scale 50%, centred)": lambda: placement.place(rgb, alpha, box, canvas, target),
+        "keep_region (roi: the middle quarter)": lambda: placement.keep_region(alpha, middle),
+        "body: scaled 50% and centred, PNG": lambda: png(*placement.place(rgb, alpha, box, canvas, target), level),
+    }
+
+
 def options(rgb: np.ndarray, alpha: np.ndarray, level: int, matte_level: int) -> dict[str, Step]:
     """Each option alone, then each whole body as an API sends it (option and encoding together)."""
     height, width = alpha.shape
@@ -63,7 +82,7 @@ def options(rgb: np.ndarray, alpha: np.ndarray, level: int, matte_level: int) ->
         "encode_webp (lossy q 90, alpha)": lambda: encode_webp(rgb, alpha),
         "encode_webp (lossless, alpha)": lambda: encode_webp(rgb, alpha, lossless=True),
         "matte PNG (mask only)": lambda: b"".join(iter_matte_png(alpha, matte_level)),
-        # remove.bg's placement (app/imaging/placement.py: scale, position, roi) gets its rows here once merged.
+        **placement_rows(rgb, alpha, box, level),
         "body: over a colour, PNG": lambda: png(*fill_colour(rgb, alpha, white), level),
         "body: over a colour, JPEG": lambda: encode_jpeg(fill_colour(rgb, alpha, white)[0]),
         "body: over an image, PNG": lambda: png(*fill_image(rgb, alpha, background), level),
@@ -102,7 +121,7 @@ def main() -> None:
         print(f"| option | {header} |")
         print("|---|" + "---:|" * len(columns))
         for name in names:
-            cells = [f"{columns[mp][name]:.3f} s ({columns[mp][name] / columns[mp][anchor]:.2f}x)" for mp in columns]
+            cells = [f"{columns[mp][name]:.4f} s ({columns[mp][name] / columns[mp][anchor]:.2f}x)" for mp in columns]
             print(f"| {name} | " + " | ".join(cells) + " |")
         return
     for name in names:
