@@ -3,8 +3,8 @@
 A cut-out is ``rgb`` (H x W x 3 uint8, straight colours) with ``alpha`` (H x W uint8). Every function here is pure
 numpy/Pillow and returns new arrays; the APIs parse their parameters and call these from their encoders.
 
-Compositing is Porter-Duff "over" on straight (non-premultiplied) alpha. Over an opaque background it runs in
-16-bit integers (exact to rounding); over a semi-transparent one in float32, a band of rows at a time so the
+Compositing is Porter-Duff "over" on straight (non-premultiplied) alpha. Over an opaque background only the soft
+edge is blended, in 16-bit integers (exact to rounding); over a semi-transparent one everything is, in float32, a band of rows at a time so the
 temporaries stay a few megabytes at any image size.
 """
 
@@ -76,11 +76,21 @@ def _div255(x: np.ndarray) -> np.ndarray:
 
 
 def _over_opaque(rgb: np.ndarray, alpha: np.ndarray, background: np.ndarray) -> np.ndarray:
-    """The cut-out over an opaque background (H x W x 3 or broadcastable): colours only, alpha is 255."""
-    a = alpha[:, :, None].astype(np.uint16)
-    mixed = rgb * a  # uint16: at most 255 * 255, and the two terms below sum to at most that
-    mixed += background.astype(np.uint16) * (255 - a)
-    return _div255(mixed).astype(np.uint8)
+    """The cut-out over an opaque background (H x W x 3, or 1 x 1 x 3 for a colour): colours only, alpha is 255.
+
+    Opaque and clear pixels are copies; only the soft edge (a few percent of a photo) is blended, in uint16.
+    """
+    out = np.empty_like(rgb)
+    out[...] = background
+    np.copyto(out, rgb, where=(alpha == 255)[:, :, None])
+    soft = np.nonzero((alpha > 0) & (alpha < 255))
+    if soft[0].size:
+        a = alpha[soft][:, None].astype(np.uint16)
+        behind = background[soft] if background.shape[:2] == alpha.shape else background.reshape(1, 3)
+        mixed = rgb[soft] * a  # uint16: at most 255 * 255, and the two terms sum to at most that
+        mixed += behind.astype(np.uint16) * (255 - a)
+        out[soft] = _div255(mixed).astype(np.uint8)
+    return out
 
 
 def _over_translucent(rgb: np.ndarray, alpha: np.ndarray, bg_rgb: np.ndarray, bg_alpha: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
