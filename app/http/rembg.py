@@ -176,11 +176,11 @@ def parse_options(values: Mapping[str, tuple[str, Source]], models: tuple[str, .
 def check_key(request: Request) -> None:
     """The service's keys, as ``X-Api-Key`` or (without the header) ``?api_key=``; rembg's own server has none."""
     key_checker: KeyChecker = request.state.key_checker
+    if not key_checker.enforced:
+        return
     presented = request.headers.get(KEY_HEADER)
     if presented is None:
         presented = request.query_params.get(KEY_QUERY)
-    if not key_checker.enforced:
-        return
     if presented is None:
         raise RembgError(401, "Not authenticated", "missing_key", {"WWW-Authenticate": "APIKey"})
     if not key_checker.accepts(presented):
