@@ -303,3 +303,25 @@ def test_schemathesis_over_rembgs_paths(keyed_server):
     """Every generated request, valid or not, gets a documented answer in FastAPI's shape, never a 500."""
     # positive_data_acceptance: schema-valid values are mostly not images, URLs or loaded models, so 4xx is right.
     run_schemathesis(keyed_server, REMOVE, f"X-Api-Key: {KEYS[0]}", "positive_data_acceptance", 60)
+
+
+def test_a_bug_is_rembgs_bare_500_with_the_request_id(input_jpg, monkeypatch):
+    """An exception no handler expects gets what rembg's server (Starlette) answers, through every middleware."""
+    from fastapi.testclient import TestClient
+
+    from app.inference.engine import MattingEngine
+    from app.main import create_app
+    from app.service import SegmentService
+    from app.settings import Settings
+    from conftest import WEIGHTS
+
+    async def segment_with_a_bug(self, *args, **kwargs):
+        raise KeyError("a bug")
+
+    settings = Settings(weights=WEIGHTS, device="cpu", resolution=64)
+    monkeypatch.setattr(SegmentService, "segment", segment_with_a_bug)
+    with TestClient(create_app(settings, engine=MattingEngine.from_settings(settings)), raise_server_exceptions=False) as client:
+        failed = client.post(REMOVE, files={"file": ("input.jpg", input_jpg.read_bytes())}, headers={"Origin": "https://app.example"})
+        assert (failed.status_code, failed.text, failed.headers["content-type"]) == (500, "Internal Server Error", "text/plain; charset=utf-8")
+        assert failed.headers["request-id"] and failed.headers["access-control-allow-origin"] == "*"
+        assert 'bgremoval_rejected_total{api="rembg",reason="internal"} 1.0' in client.get("/metrics").text
