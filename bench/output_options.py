@@ -4,14 +4,17 @@
 
 For each size, one bench JPEG (bench/inputs.py) is decoded and IS-Net's real matte made at output size, once; then
 each option (app/imaging/output.py, and remove.bg's placement, app/imaging/placement.py, where that module is
-present) is timed alone on the same cut-out, median of ``--repeats``, and so is the whole body an API sends with it. Ratios
-are to the anchor measured in the same run, so they hold across machines better than the seconds do.
+present) is timed alone on the same cut-out, and so is the whole body an API sends with it. Each row is timed in
+turns with the anchor (anchor, option, anchor, option, ...; medians of ``--repeats``), and its ratio is to the anchor
+of its own turns: on a shared machine whose load changes from row to row, that ratio stays put where the seconds
+do not.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -22,7 +25,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from inputs import make_jpeg  # noqa: E402
-from stages import median_seconds  # noqa: E402
 
 from app.imaging.decode import decode_image  # noqa: E402
 from app.imaging.output import Box, crop_to, encode_jpeg, encode_webp, fill_colour, fill_image, foreground_box  # noqa: E402
@@ -32,6 +34,18 @@ from app.inference.pipeline import matte_at_size, model_input  # noqa: E402
 from app.settings import Settings  # noqa: E402
 
 Step = Callable[[], object]
+
+
+def in_turns(step: Step, anchor: Step, repeats: int) -> tuple[float, float]:
+    """Median seconds of ``step`` and of ``anchor``, timed alternately after one untimed call of each."""
+    step(), anchor()
+    times: dict[Step, list[float]] = {step: [], anchor: []}
+    for _ in range(repeats):
+        for timed in (anchor, step):
+            started = time.perf_counter()
+            timed()
+            times[timed].append(time.perf_counter() - started)
+    return float(np.median(times[step])), float(np.median(times[anchor]))
 
 
 def png(rgb: np.ndarray, alpha: np.ndarray, level: int) -> bytes:
@@ -100,7 +114,7 @@ def main() -> None:
 
     settings = Settings.from_env()
     engine = MattingEngine.from_settings(settings)
-    columns: dict[float, dict[str, float]] = {}
+    columns: dict[float, dict[str, tuple[float, float]]] = {}  # seconds and ratio to the anchor, per row
     sizes: dict[float, str] = {}
     for megapixels in args.megapixels:
         data = make_jpeg(megapixels, ROOT / "bench" / "results" / "inputs").read_bytes()
@@ -110,22 +124,24 @@ def main() -> None:
         alpha = matte_at_size(analysis.matte, width, height)
         sizes[megapixels] = f"{width} x {height}"
         columns[megapixels] = {}
-        for name, step in options(rgb, alpha, settings.png_compression, settings.matte_png_compression).items():
-            columns[megapixels][name] = median_seconds(step, args.repeats)
-            print(f"{megapixels:g} MP  {name}: {columns[megapixels][name]:.4f} s", file=sys.stderr, flush=True)
+        steps = options(rgb, alpha, settings.png_compression, settings.matte_png_compression)
+        anchor = next(iter(steps.values()))
+        for name, step in steps.items():
+            seconds, anchor_seconds = in_turns(step, anchor, args.repeats)
+            columns[megapixels][name] = (seconds, seconds / anchor_seconds)
+            print(f"{megapixels:g} MP  {name}: {seconds:.4f} s, anchor {anchor_seconds:.4f} s", file=sys.stderr, flush=True)
 
     names = list(next(iter(columns.values())))
-    anchor = names[0]
     if args.markdown:
         header = " | ".join(f"{mp:g} MP ({sizes[mp]})" for mp in columns)
         print(f"| option | {header} |")
         print("|---|" + "---:|" * len(columns))
         for name in names:
-            cells = [f"{columns[mp][name]:.4f} s ({columns[mp][name] / columns[mp][anchor]:.2f}x)" for mp in columns]
+            cells = [f"{columns[mp][name][0]:.4f} s ({columns[mp][name][1]:.2f}x)" for mp in columns]
             print(f"| {name} | " + " | ".join(cells) + " |")
         return
     for name in names:
-        cells = "  ".join(f"{columns[mp][name]:8.4f} s {columns[mp][name] / columns[mp][anchor]:6.2f}x" for mp in columns)
+        cells = "  ".join(f"{columns[mp][name][0]:8.4f} s {columns[mp][name][1]:6.2f}x" for mp in columns)
         print(f"{name:50s} {cells}")
 
 
