@@ -16,7 +16,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, Response
 
 from app import __version__
-from app.http import azure, errors, health
+from app.http import azure, errors, health, rembg
 from app.http.auth import KeyChecker
 from app.http.body import MAX_IMAGE_BYTES
 from app.http.cors import CorsMiddleware
@@ -126,6 +126,13 @@ def create_app(
     app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     for path in azure.SEGMENT_PATHS:
         app.add_api_route(path, azure.segment, methods=["POST"])
+    app.add_api_route(rembg.PATH, rembg.remove_from_url, methods=["GET"])
+    app.add_api_route(rembg.PATH, rembg.remove_from_file, methods=["POST"])
+    # Each API operation's path; every other path answers in Azure's words (its gateway's 404).
+    api_paths = {**{path: "azure" for path in azure.SEGMENT_PATHS}, rembg.PATH: "rembg"}
+
+    def api_of(path: str) -> str:
+        return api_paths.get(path, "azure")
     app.add_api_route("/health/live", health.live, methods=["GET"])
     app.add_api_route("/health/ready", health.ready, methods=["GET"])
     document = openapi_document(version=__version__)
@@ -144,27 +151,36 @@ def create_app(
     app.add_api_route("/", page, methods=["GET"])
     app.mount("/static", StaticFiles(directory=WEB_ROOT), name="static")
     # Outermost last: the Azure headers and the access log see every answer, drained and CORS ones too.
-    app.add_middleware(
-        UnexpectedErrorMiddleware, answer=lambda path: errors.internal_error().response(), on_error=metrics.rejected.labels("internal").inc
-    )
+    def internal_error(path: str) -> Response:
+        metrics.rejected.labels(api_of(path), "internal").inc()
+        return rembg.internal_error() if api_of(path) == "rembg" else errors.internal_error().response()
+
+    app.add_middleware(UnexpectedErrorMiddleware, answer=internal_error)
     app.add_middleware(CorsMiddleware, policy=settings.cors_policy())
     app.add_middleware(EarlyAnswerMiddleware, max_bytes=settings.drain_max_bytes, deadline_s=settings.body_timeout_s)
-    app.add_middleware(AzureHeadersMiddleware, metrics=metrics, segment_paths=frozenset(azure.SEGMENT_PATHS))
+    app.add_middleware(AzureHeadersMiddleware, metrics=metrics, api_paths=api_paths)
 
     @app.exception_handler(errors.AzureError)
     async def azure_error(request: Request, error: errors.AzureError) -> Response:
-        metrics.rejected.labels(error.reason).inc()
+        metrics.rejected.labels("azure", error.reason).inc()
+        return error.response()
+
+    @app.exception_handler(rembg.RembgError)
+    async def rembg_error(request: Request, error: rembg.RembgError) -> Response:
+        metrics.rejected.labels("rembg", error.reason).inc()
         return error.response()
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> Response:
+        if api_of(request.url.path) == "rembg":  # a method rembg's route does not take: Starlette's 405
+            return await rembg_error(request, rembg.http_error(error.status_code))
         # Unknown paths and methods: what APIM answers for an operation it does not know.
         return await azure_error(request, errors.resource_not_found())
 
     @app.exception_handler(ClientDisconnect)
     @app.exception_handler(ClientGone)
     async def client_gone(request: Request, error: Exception) -> Response:
-        metrics.rejected.labels("client_gone").inc()
+        metrics.rejected.labels(api_of(request.url.path), "client_gone").inc()
         return Response(status_code=499)  # nobody reads it; the status is for the log
 
     return app

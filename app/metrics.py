@@ -32,14 +32,20 @@ class Metrics:
                 raise RuntimeError("PROMETHEUS_MULTIPROC_DIR must name the metrics folder before prometheus_client is imported")
             self._scraped = CollectorRegistry()
             MultiProcessCollector(self._scraped, path=str(multiprocess_dir))
-        self.requests = Counter("bgremoval_requests", "Segment requests by mode and HTTP status.", ["mode", "status"], registry=r)
+        # api: azure, removebg or rembg (the API whose operation was called); mode: backgroundRemoval, foregroundMatting, other.
+        self.requests = Counter(
+            "bgremoval_requests", "Segment requests by API, mode and HTTP status.", ["api", "mode", "status"], registry=r
+        )
         self.request_seconds = Histogram(
-            "bgremoval_request_duration_seconds", "Segment request latency, first byte in to last byte out.", ["mode"],
-            buckets=LATENCY_BUCKETS, registry=r,
+            "bgremoval_request_duration_seconds", "Segment request latency, first byte in to last byte out, by API and mode.",
+            ["api", "mode"], buckets=LATENCY_BUCKETS, registry=r,
         )
         # Gauges add up over the live serving processes (the multiprocess mode; one process: its own value).
-        self.inflight = Gauge("bgremoval_inflight_requests", "Segment requests being served now.", registry=r, multiprocess_mode="livesum")
-        self.rejected = Counter("bgremoval_rejected", "Requests refused, by reason.", ["reason"], registry=r)
+        self.inflight = Gauge(
+            "bgremoval_inflight_requests", "Segment requests being served now, all APIs together.", registry=r, multiprocess_mode="livesum"
+        )
+        # api: whose words the refusal was in (unknown paths are answered as Azure's gateway answers them).
+        self.rejected = Counter("bgremoval_rejected", "Requests refused, by API and reason.", ["api", "reason"], registry=r)
         # The total stays unlabelled: the HPA scales on it (deploy/kubernetes/prometheus-adapter).
         self.queue_depth = Gauge(
             "bgremoval_queue_depth", "Requests waiting for a model, all networks together.", registry=r, multiprocess_mode="livesum"

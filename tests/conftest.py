@@ -194,6 +194,29 @@ def keyed_server(weights: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
     stop_server(running)
 
 
+def run_schemathesis(server: Server, path: str, header: str, excluded_checks: str, max_examples: int) -> None:
+    """schemathesis, every check but ``excluded_checks``, over the operations at ``path`` of the server's /openapi.json,
+    sending ``header`` (its key); it must find nothing, and the server must live on."""
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("schemathesis")),
+            "--config-file", str(Path(__file__).with_name("schemathesis.toml")),
+            "run", f"{server.url}/openapi.json",
+            "--include-path", path,  # each API's operations in their own test
+            "-H", header,
+            "--checks", "all",
+            "--exclude-checks", excluded_checks,
+            "--max-examples", str(max_examples),
+            "--seed", "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert server.process.poll() is None
+
+
 def server_stats(server: Server) -> dict:
     return httpx.get(f"{server.url}/health/ready", timeout=10).json()
 
