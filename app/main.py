@@ -16,7 +16,8 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, Response
 
 from app import __version__
-from app.http import azure, errors, health
+from app.http import azure, errors, health, removebg
+from app.http.removebg_errors import RemoveBgError
 from app.http.auth import KeyChecker
 from app.http.body import MAX_IMAGE_BYTES
 from app.http.cors import CorsMiddleware
@@ -100,6 +101,7 @@ def create_app(settings: Settings, engine: MattingEngine | None = None, engines:
                     "http_client": http_client,
                     "url_policy": url_policy,
                     "body_timeout_s": settings.body_timeout_s,
+                    "settings": settings,
                 }
             finally:
                 # The server has stopped accepting and waited for open requests; answer what is still queued.
@@ -118,6 +120,8 @@ def create_app(settings: Settings, engine: MattingEngine | None = None, engines:
     app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     for path in azure.SEGMENT_PATHS:
         app.add_api_route(path, azure.segment, methods=["POST"])
+    app.add_api_route(removebg.REMOVEBG_PATH, removebg.removebg, methods=["POST"])
+    app.add_api_route(removebg.ACCOUNT_PATH, removebg.account, methods=["GET"])
     app.add_api_route("/health/live", health.live, methods=["GET"])
     app.add_api_route("/health/ready", health.ready, methods=["GET"])
     document = openapi_document(version=__version__)
@@ -142,6 +146,11 @@ def create_app(settings: Settings, engine: MattingEngine | None = None, engines:
 
     @app.exception_handler(errors.AzureError)
     async def azure_error(request: Request, error: errors.AzureError) -> Response:
+        metrics.rejected.labels(error.reason).inc()
+        return error.response()
+
+    @app.exception_handler(RemoveBgError)
+    async def removebg_error(request: Request, error: RemoveBgError) -> Response:
         metrics.rejected.labels(error.reason).inc()
         return error.response()
 

@@ -29,7 +29,7 @@ def body_kind(content_type: str | None) -> str:
     raise errors.unsupported_content_type(content_type.split(";", 1)[0].strip())
 
 
-async def read_capped(request: Request, limit: int, too_large: errors.AzureError) -> bytes:
+async def read_capped(request: Request, limit: int, too_large: Exception) -> bytes:
     """The whole body, refusing as soon as it passes ``limit`` (never holding more)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.strip().isdigit() and int(declared) > limit:
