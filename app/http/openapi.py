@@ -10,12 +10,21 @@ from __future__ import annotations
 from typing import Any
 
 from app.http.azure import SUPPORTED_API_VERSIONS
+from app.http.removebg_openapi import removebg_components, removebg_paths
 
 _BINARY = {"schema": {"type": "string", "format": "binary"}}
 _ERROR_REF = {"$ref": "#/components/schemas/Azure.Core.Foundations.ErrorResponse"}
 
 
 def openapi_document(version: str) -> dict[str, Any]:
+    document = _azure_document(version)
+    document["paths"].update(removebg_paths())
+    for section, entries in removebg_components().items():
+        document["components"][section].update(entries)
+    return document
+
+
+def _azure_document(version: str) -> dict[str, Any]:
     return {
         "openapi": "3.0.3",
         "info": {
