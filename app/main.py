@@ -25,6 +25,7 @@ from app.http.early_answer import EarlyAnswerMiddleware
 from app.http.middleware import AzureHeadersMiddleware
 from app.http.openapi import openapi_document
 from app.http.streaming import ClientGone
+from app.http.unexpected import UnexpectedErrorMiddleware
 from app.http.url_fetch import UrlPolicy
 from app.inference.batcher import Batcher
 from app.inference.engine import MattingEngine, load_engines, pick_batch_size
@@ -140,6 +141,9 @@ def create_app(settings: Settings, engine: MattingEngine | None = None, engines:
     app.add_api_route("/", page, methods=["GET"])
     app.mount("/static", StaticFiles(directory=WEB_ROOT), name="static")
     # Outermost last: the Azure headers and the access log see every answer, drained and CORS ones too.
+    app.add_middleware(
+        UnexpectedErrorMiddleware, answer=lambda path: errors.internal_error().response(), on_error=metrics.rejected.labels("internal").inc
+    )
     app.add_middleware(CorsMiddleware, policy=settings.cors_policy())
     app.add_middleware(EarlyAnswerMiddleware, max_bytes=settings.drain_max_bytes, deadline_s=settings.body_timeout_s)
     app.add_middleware(AzureHeadersMiddleware, metrics=metrics, segment_paths=frozenset(azure.SEGMENT_PATHS))
@@ -164,10 +168,5 @@ def create_app(settings: Settings, engine: MattingEngine | None = None, engines:
     async def client_gone(request: Request, error: Exception) -> Response:
         metrics.rejected.labels("client_gone").inc()
         return Response(status_code=499)  # nobody reads it; the status is for the log
-
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, error: Exception) -> Response:
-        log.exception("unhandled error")
-        return await azure_error(request, errors.internal_error())
 
     return app

@@ -202,6 +202,30 @@ def test_internal_error_fails_only_that_request_and_the_worker_goes_on(image):
         assert segment(client, content=image).status_code == 200
 
 
+def test_a_bug_is_answered_as_azure_with_the_request_id_and_cors_headers(image, monkeypatch):
+    """An exception no handler expects still gets Azure's 500 through every middleware, and the app goes on."""
+    from app.inference.engine import MattingEngine
+
+    settings = Settings(weights=WEIGHTS, device="cpu", resolution=64)
+    engine = MattingEngine.from_settings(settings)
+    broken = {"on": True}
+    real_segment = SegmentService.segment
+
+    async def segment_with_a_bug(self, *args, **kwargs):
+        if broken["on"]:
+            raise KeyError("a bug")
+        return await real_segment(self, *args, **kwargs)
+
+    monkeypatch.setattr(SegmentService, "segment", segment_with_a_bug)
+    with TestClient(create_app(settings, engine=engine), raise_server_exceptions=False) as client:
+        failed = segment(client, content=image, headers={"Origin": "https://app.example"})
+        assert_backend_error(failed, 500, "The processing resulted in an internal error.")
+        assert failed.headers["access-control-allow-origin"] == "*"
+        broken["on"] = False
+        assert segment(client, content=image).status_code == 200
+        assert 'bgremoval_rejected_total{reason="internal"} 1.0' in client.get("/metrics").text
+
+
 def test_service_unavailable_once_stopping(image):
     """Work that arrives while the service drains gets Azure's 503."""
 

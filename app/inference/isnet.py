@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from app.inference.rsu import RSU, RSU4F, downsample, upsample_like
+from app.inference.rsu import RSU, RSU4F, check_input_size, encoder_decoder
 
 
 class ISNet(nn.Module):
@@ -50,22 +50,9 @@ class ISNet(nn.Module):
         self.side6 = nn.Conv2d(512, out_channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor, side_outputs: bool = False) -> torch.Tensor | list[torch.Tensor]:
-        if x.shape[-2] % 32 or x.shape[-1] % 32:
-            raise ValueError(f"height and width must be multiples of 32, got {tuple(x.shape[-2:])}")
+        check_input_size(x)
         size = x.shape[2:]
-        x1 = self.stage1(self.conv_in(x))
-        x2 = self.stage2(downsample(x1))
-        x3 = self.stage3(downsample(x2))
-        x4 = self.stage4(downsample(x3))
-        x5 = self.stage5(downsample(x4))
-        x6 = self.stage6(downsample(x5))
-
-        d5 = self.stage5d(torch.cat((upsample_like(x6, x5), x5), 1))
-        d4 = self.stage4d(torch.cat((upsample_like(d5, x4), x4), 1))
-        d3 = self.stage3d(torch.cat((upsample_like(d4, x3), x3), 1))
-        d2 = self.stage2d(torch.cat((upsample_like(d3, x2), x2), 1))
-        d1 = self.stage1d(torch.cat((upsample_like(d2, x1), x1), 1))
-
+        d1, d2, d3, d4, d5, x6 = encoder_decoder(self, self.conv_in(x))
         finest = F.interpolate(self.side1(d1), size=size, mode="bilinear", align_corners=False)
         if not side_outputs:
             return finest

@@ -89,3 +89,30 @@ class RSU4F(nn.Module):
         x = self.rebnconv2d(torch.cat((x, x2), 1))
         x = self.rebnconv1d(torch.cat((x, x1), 1))
         return x + x_in
+
+
+def check_input_size(x: torch.Tensor) -> None:
+    if x.shape[-2] % 32 or x.shape[-1] % 32:
+        raise ValueError(f"height and width must be multiples of 32, got {tuple(x.shape[-2:])}")
+
+
+def encoder_decoder(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The six-stage RSU encoder and five-stage decoder IS-Net and U²-Net share.
+
+    ``model`` has stages ``stage1``..``stage6`` and ``stage5d``..``stage1d``; each decoder stage reads the
+    one below it, upsampled, beside the encoder stage of its size. Returns ``(d1, d2, d3, d4, d5, x6)``:
+    the decoder's outputs finest first, then the deepest encoder stage, which the side outputs read.
+    """
+    x1 = model.stage1(x)
+    x2 = model.stage2(downsample(x1))
+    x3 = model.stage3(downsample(x2))
+    x4 = model.stage4(downsample(x3))
+    x5 = model.stage5(downsample(x4))
+    x6 = model.stage6(downsample(x5))
+
+    d5 = model.stage5d(torch.cat((upsample_like(x6, x5), x5), 1))
+    d4 = model.stage4d(torch.cat((upsample_like(d5, x4), x4), 1))
+    d3 = model.stage3d(torch.cat((upsample_like(d4, x3), x3), 1))
+    d2 = model.stage2d(torch.cat((upsample_like(d3, x2), x2), 1))
+    d1 = model.stage1d(torch.cat((upsample_like(d2, x1), x1), 1))
+    return d1, d2, d3, d4, d5, x6

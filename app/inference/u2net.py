@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from app.inference.rsu import RSU, RSU4F, downsample, upsample_like
+from app.inference.rsu import RSU, RSU4F, check_input_size, encoder_decoder
 
 # (in, middle, out) channels of each stage, encoder stage1..stage6 then decoder stage5d..stage1d.
 U2NET_WIDTHS = (
@@ -44,25 +44,11 @@ class U2Net(nn.Module):
         self.outconv = nn.Conv2d(6 * out_channels, out_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-2] % 32 or x.shape[-1] % 32:
-            raise ValueError(f"height and width must be multiples of 32, got {tuple(x.shape[-2:])}")
-        x1 = self.stage1(x)
-        x2 = self.stage2(downsample(x1))
-        x3 = self.stage3(downsample(x2))
-        x4 = self.stage4(downsample(x3))
-        x5 = self.stage5(downsample(x4))
-        x6 = self.stage6(downsample(x5))
-
-        d5 = self.stage5d(torch.cat((upsample_like(x6, x5), x5), 1))
-        d4 = self.stage4d(torch.cat((upsample_like(d5, x4), x4), 1))
-        d3 = self.stage3d(torch.cat((upsample_like(d4, x3), x3), 1))
-        d2 = self.stage2d(torch.cat((upsample_like(d3, x2), x2), 1))
-        d1 = self.stage1d(torch.cat((upsample_like(d2, x1), x1), 1))
-
+        check_input_size(x)
         # Side outputs in the original's order (finest first), all at the input's size, then fused.
         sides = [
             F.interpolate(getattr(self, f"side{index}")(features), size=x.shape[2:], mode="bilinear", align_corners=False)
-            for index, features in enumerate((d1, d2, d3, d4, d5, x6), start=1)
+            for index, features in enumerate(encoder_decoder(self, x), start=1)
         ]
         return self.outconv(torch.cat(sides, 1))
 
