@@ -17,7 +17,8 @@ from starlette.responses import FileResponse, JSONResponse, Response
 
 from app import __version__
 from app.http import azure, errors, health, removebg
-from app.http.removebg_errors import RemoveBgError
+from app.http.removebg_errors import RemoveBgError, unknown_operation
+from app.http.removebg_errors import internal_error as removebg_internal_error
 from app.http.auth import KeyChecker
 from app.http.body import MAX_IMAGE_BYTES
 from app.http.cors import CorsMiddleware
@@ -136,13 +137,19 @@ def create_app(settings: Settings, engine: MattingEngine | None = None, engines:
     async def page(request: Request) -> Response:
         return FileResponse(WEB_ROOT / "index.html", media_type="text/html; charset=utf-8")
 
+    def internal_error_for(path: str) -> Response:
+        """A bug's 500 in the envelope of the API the path belongs to."""
+        if path.startswith(removebg.PATH_PREFIX):
+            return removebg_internal_error().response()
+        return errors.internal_error().response()
+
     app.add_api_route("/openapi.json", openapi, methods=["GET"])
     app.add_api_route("/metrics", prometheus, methods=["GET"])
     app.add_api_route("/", page, methods=["GET"])
     app.mount("/static", StaticFiles(directory=WEB_ROOT), name="static")
     # Outermost last: the Azure headers and the access log see every answer, drained and CORS ones too.
     app.add_middleware(
-        UnexpectedErrorMiddleware, answer=lambda path: errors.internal_error().response(), on_error=metrics.rejected.labels("internal").inc
+        UnexpectedErrorMiddleware, answer=internal_error_for, on_error=metrics.rejected.labels("internal").inc
     )
     app.add_middleware(CorsMiddleware, policy=settings.cors_policy())
     app.add_middleware(EarlyAnswerMiddleware, max_bytes=settings.drain_max_bytes, deadline_s=settings.body_timeout_s)
@@ -160,6 +167,8 @@ def create_app(settings: Settings, engine: MattingEngine | None = None, engines:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> Response:
+        if request.url.path.startswith(removebg.PATH_PREFIX):
+            return await removebg_error(request, unknown_operation(error.status_code))
         # Unknown paths and methods: what APIM answers for an operation it does not know.
         return await azure_error(request, errors.resource_not_found())
 

@@ -12,8 +12,6 @@ import base64
 import http.client
 import io
 import json
-import subprocess
-import sys
 import threading
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
@@ -28,7 +26,7 @@ from app.http.removebg_options import parse_options
 from app.http.removebg_output import Result
 from app.imaging.output import foreground_box
 from app.service import Cutout
-from conftest import AZURE_SPEC, FAST, KEYS, SEGMENT, photo, png_bytes, require_shared, start_server, stop_server
+from conftest import AZURE_SPEC, KEYS, SEGMENT, photo, png_bytes, require_shared, run_schemathesis, start_server, stop_server
 
 PATH = "/v1.0/removebg"
 
@@ -440,6 +438,12 @@ def test_unknown_parameters_and_unreadable_bodies(fast_server, image):
     assert_error(post(fast_server, json_body={"image_file_b64": base64.b64encode(image).decode(), "size": ["full"]}), 400, "invalid_size")
 
 
+def test_unknown_operations_answer_in_remove_bg_s_envelope(fast_server):
+    with fast_server.client() as client:
+        assert_error(client.get(PATH), 405, "method_not_allowed")
+        assert_error(client.post("/v1.0/improve", data={"image_url": "https://example.com/a.jpg"}), 404, "not_found")
+
+
 # --- input errors ----------------------------------------------------------------------------------------------------
 
 
@@ -585,22 +589,12 @@ def test_the_client_library_sees_remove_bg_errors(keyed_server, tmp_path, monkey
 
 
 def test_schemathesis_against_the_remove_bg_paths(keyed_server):
-    # positive_data_acceptance: schema-valid bodies mostly have no image (or text that is not one), so 400 is right.
-    result = subprocess.run(
-        [
-            str(Path(sys.executable).with_name("schemathesis")),
-            "run", f"{keyed_server.url}/openapi.json",
-            "--url", keyed_server.url,
-            "--include-path-regex", "^/v1\\.0/",
-            "-H", f"X-Api-Key: {KEYS[0]}",
-            "--checks", "all",
-            "--exclude-checks", "unsupported_method,positive_data_acceptance",
-            "--max-examples", "60",
-            "--seed", "1",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
+    result = run_schemathesis(
+        f"{keyed_server.url}/openapi.json",
+        "--url", keyed_server.url,
+        "--include-path-regex", "^/v1\\.0/",
+        "-H", f"X-Api-Key: {KEYS[0]}",
+        max_examples=60,
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert keyed_server.process.poll() is None

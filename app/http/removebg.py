@@ -12,12 +12,11 @@ import base64
 import binascii
 import dataclasses
 import json
-import logging
 from urllib.parse import urlsplit
 
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from app.errors import ImageTooLarge, ImageUrlUnreachable, NotAnImage, PipelineError
@@ -27,14 +26,15 @@ from app.http.body import read_capped
 from app.http.removebg_options import PARAMETERS, SOURCES, Options, check_names, parse_options
 from app.http.removebg_output import Result, probe_background
 from app.http.sources import download_image
-from app.http.streaming import ClientGone, ImageResponse, until_disconnected
+from app.http.streaming import ImageResponse, until_disconnected
 from app.http.url_fetch import UrlPolicy
 from app.imaging.placement import FractionalBox, RegionEmpty, RegionOutOfBounds, region_of
 from app.imaging.decode import probe_image
 from app.service import SegmentService, image_errors
 
-REMOVEBG_PATH = "/v1.0/removebg"
-ACCOUNT_PATH = "/v1.0/account"
+PATH_PREFIX = "/v1.0/"
+REMOVEBG_PATH = PATH_PREFIX + "removebg"
+ACCOUNT_PATH = PATH_PREFIX + "account"
 KEY_HEADER = "x-api-key"
 MAX_FILE_BYTES = 12 * 1024 * 1024  # an image, or a background image
 MAX_INPUT_PIXELS = 50_000_000
@@ -45,7 +45,6 @@ MAX_MULTIPART_BYTES = _MAX_B64_CHARS + MAX_FILE_BYTES + _OVERHEAD
 MAX_TEXT_BODY_BYTES = _MAX_B64_CHARS + _OVERHEAD  # urlencoded or JSON: no files
 FILE_PARAMETERS = ("image_file", "bg_image_file")
 UNLIMITED_CALLS = 2**31 - 1  # GET /v1.0/account's free_calls: every call is free here (README)
-log = logging.getLogger(__name__)
 
 _IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*", b"\x00\x00\x01\x00")
 _OTHER_SIGNATURES = ((b"%PDF", "pdf"), (b"PK\x03\x04", "zip"), (b"\x1aE\xdf\xa3", "webm"), (b"OggS", "ogg"), (b"ID3", "mp3"))
@@ -78,13 +77,8 @@ async def account(request: Request) -> Response:
 async def removebg(request: Request) -> Response:
     try:
         return await _removebg(request)
-    except (errors.RemoveBgError, ClientGone, ClientDisconnect):
-        raise
     except PipelineError as error:
         raise errors.from_pipeline(error) from None
-    except Exception:
-        log.exception("remove.bg request failed")
-        raise errors.internal_error() from None
 
 
 async def _removebg(request: Request) -> Response:

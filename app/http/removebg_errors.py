@@ -137,6 +137,13 @@ def unavailable() -> RemoveBgError:
     return RemoveBgError(503, "service_unavailable", "The service is unavailable.", "It is shutting down; retry on another replica.")
 
 
+def unknown_operation(status: int) -> RemoveBgError:
+    """An unknown path under /v1.0/ (404), or a method its operation lacks (405)."""
+    if status == 405:
+        return RemoveBgError(405, "method_not_allowed", "Method not allowed")
+    return RemoveBgError(404, "not_found", "Not found")
+
+
 def internal_error() -> RemoveBgError:
     return RemoveBgError(500, "internal_error", "The processing resulted in an internal error.")
 
