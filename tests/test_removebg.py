@@ -432,6 +432,7 @@ def test_unknown_parameters_and_unreadable_bodies(fast_server, image):
         assert_error(client.post(PATH, content=b"{not json", headers={"Content-Type": "application/json"}), 400, "invalid_request_body")
         assert_error(client.post(PATH, content=b"[1, 2]", headers={"Content-Type": "application/json"}), 400, "invalid_request_body")
         assert_error(client.post(PATH, content=image, headers={"Content-Type": "image/png"}), 400, "invalid_request_body")
+        assert_error(client.post(PATH), 400, "missing_source")
         broken = b"--b\r\nContent-Disposition: form-data; name=\"image_file\"\r\n\r\nabc"  # no closing boundary
         response = client.post(PATH, content=broken, headers={"Content-Type": "multipart/form-data; boundary=b"})
         assert response.status_code == 400 and response.json()["errors"][0]["code"] in ("invalid_request_body", "invalid_file_type", "missing_source")

@@ -30,7 +30,7 @@ from app.http.streaming import ImageResponse, until_disconnected
 from app.http.url_fetch import UrlPolicy
 from app.imaging.placement import FractionalBox, RegionEmpty, RegionOutOfBounds, region_of
 from app.imaging.decode import probe_image
-from app.service import SegmentService, image_errors
+from app.service import ImageStream, SegmentService, image_errors
 
 PATH_PREFIX = "/v1.0/"
 REMOVEBG_PATH = PATH_PREFIX + "removebg"
@@ -92,7 +92,7 @@ async def _removebg(request: Request) -> Response:
     options = parse_options(parameters.fields, has_bg_file=bool(parameters.files.get("bg_image_file")))
     url_policy = dataclasses.replace(request.state.url_policy, max_bytes=MAX_FILE_BYTES)
     data = await _source(request, parameters, url_policy)
-    roi = _checked_input(data, options)
+    roi = await asyncio.to_thread(_checked_input, data, options)
     background = await _background(request, parameters, url_policy)
     service: SegmentService = request.state.segment_service
     settings = request.state.settings
@@ -106,7 +106,7 @@ async def _removebg(request: Request) -> Response:
         matte_png_level=settings.matte_png_compression,
     )
 
-    async def produce():
+    async def produce() -> ImageStream:
         try:
             return await service.segment(
                 data, "backgroundRemoval", options.target, encode=result.encoder(), max_output_pixels=options.max_pixels
@@ -127,6 +127,8 @@ async def read_parameters(request: Request) -> Parameters:
         return await _form(request, await read_capped(request, MAX_TEXT_BODY_BYTES, too_large))
     if media == "application/json":
         return _json(await read_capped(request, MAX_TEXT_BODY_BYTES, too_large))
+    if not media and not await read_capped(request, MAX_TEXT_BODY_BYTES, too_large):
+        return Parameters({}, {})  # no parameters at all: no image given
     raise errors.invalid_body("Send the parameters as multipart/form-data, application/x-www-form-urlencoded or application/json.")
 
 
