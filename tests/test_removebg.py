@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from app.http.removebg_errors import RemoveBgError
 from app.http.removebg_options import parse_options
 from app.http.removebg_output import Result
 from app.imaging.output import foreground_box
@@ -369,9 +370,18 @@ def test_an_empty_matte_is_unknown_foreground():
     options = parse_options({}, has_bg_file=False)
     result = Result(options, None, None, as_json=False, person_detector=None, png_level=2, matte_png_level=6)
     cutout = Cutout(np.zeros((60, 80, 3), np.uint8), np.zeros((60, 80), np.uint8), "subject")
-    with pytest.raises(Exception) as raised:
+    with pytest.raises(RemoveBgError) as raised:
         result.encoder()(cutout)
     assert raised.value.status == 400 and raised.value.code == "unknown_foreground"
+
+
+def test_a_webp_too_wide_for_the_format_is_a_400():
+    options = parse_options({"format": "webp"}, has_bg_file=False)
+    result = Result(options, None, None, as_json=False, person_detector=None, png_level=2, matte_png_level=6)
+    alpha = np.full((60, 16400), 255, np.uint8)
+    with pytest.raises(RemoveBgError) as raised:
+        result.encoder()(Cutout(np.zeros((60, 16400, 3), np.uint8), alpha, "subject"))
+    assert raised.value.status == 400 and raised.value.code == "invalid_format"
 
 
 # --- response forms and headers --------------------------------------------------------------------------------------
@@ -625,5 +635,8 @@ def test_mattes_are_azures_for_the_same_photo_at_full_resolution(server, observe
             if photo_path == face:
                 assert ours.headers["x-type"] == "person"
         # type names a foreground, so the building is cut out as a subject rather than kept as a scene.
-        product = client.post(PATH, files={"image_file": ("b.jpg", building.read_bytes())}, data={"size": "full", "type": "product"})
+        product = client.post(
+            PATH, files={"image_file": ("b.jpg", building.read_bytes())}, data={"size": "full", "type": "product", "type_level": "none"}
+        )
     assert product.headers["x-segment-target"] == "subject"
+    assert "x-type" not in product.headers  # type_level=none: no classification asked

@@ -20,7 +20,7 @@ from PIL import Image
 from app.http import removebg_errors as errors
 from app.http.removebg_options import Options
 from app.imaging.decode import MAX_SIDE
-from app.imaging.output import Box, crop_to, encode_jpeg, encode_webp, fill_colour, fill_image, foreground_box
+from app.imaging.output import WEBP_MAX_SIDE, Box, crop_to, encode_jpeg, encode_webp, fill_colour, fill_image, foreground_box
 from app.imaging.placement import FractionalBox, keep_region, margins_in_pixels, place, placed_box
 from app.imaging.png import iter_grey_png, iter_rgba_png
 from app.inference.person import PersonDetector
@@ -101,6 +101,9 @@ class Result:
             opaque = rgb if bool((alpha == 255).all()) else fill_colour(rgb, alpha, WHITE)[0]
             return kind, iter([encode_jpeg(opaque, JPEG_QUALITY)])
         if kind == "webp":
+            if max(alpha.shape) > WEBP_MAX_SIDE:  # a crop's margins can take a 16,000-pixel image past it
+                detail = f"A WebP holds at most {WEBP_MAX_SIDE} pixels a side; use png, jpg or zip."
+                raise errors.bad_request("invalid_format", "Invalid format parameter given", detail)
             return kind, iter([encode_webp(rgb, alpha, JPEG_QUALITY)])
         archive = io.BytesIO()
         with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zip_file:  # both members are compressed already
