@@ -535,6 +535,13 @@ def test_api_keys(keyed_server):
     attributes = account.json()["data"]["attributes"]
     assert attributes["credits"] == {"total": 0, "subscription": 0, "payg": 0, "enterprise": 0}
     assert attributes["api"] == {"free_calls": 2**31 - 1, "sizes": "all"}
+    # Refused before its body is read, the 403 still reaches a client that sends the whole body first.
+    host, port = keyed_server.url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=60)
+    connection.request("POST", PATH, body=b"x" * (8 * 1024 * 1024), headers={"Content-Type": "multipart/form-data; boundary=b"})
+    response = connection.getresponse()
+    assert response.status == 403 and json.loads(response.read())["errors"][0]["code"] == "auth_failed"
+    connection.close()
 
 
 def test_a_full_queue_is_429_with_retry_after(weights, tmp_path):
