@@ -16,7 +16,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, Response
 
 from app import __version__
-from app.http import azure, errors, health, removebg
+from app.http import azure, errors, health, rembg, removebg
 from app.http.removebg_errors import RemoveBgError, unknown_operation
 from app.http.removebg_errors import internal_error as removebg_internal_error
 from app.http.auth import KeyChecker
@@ -124,6 +124,13 @@ def create_app(settings: Settings, engine: MattingEngine | None = None, engines:
         app.add_api_route(path, azure.segment, methods=["POST"])
     app.add_api_route(removebg.REMOVEBG_PATH, removebg.removebg, methods=["POST"])
     app.add_api_route(removebg.ACCOUNT_PATH, removebg.account, methods=["GET"])
+    app.add_api_route(rembg.PATH, rembg.remove_from_url, methods=["GET"])
+    app.add_api_route(rembg.PATH, rembg.remove_from_file, methods=["POST"])
+    # Each API operation's path; every other path answers in Azure's words (its gateway's 404), but remove.bg's /v1.0/.
+    api_paths = {**{path: "azure" for path in azure.SEGMENT_PATHS}, rembg.PATH: "rembg", removebg.REMOVEBG_PATH: "removebg"}
+
+    def api_of(path: str) -> str:
+        return "removebg" if path.startswith(removebg.PATH_PREFIX) else api_paths.get(path, "azure")
     app.add_api_route("/health/live", health.live, methods=["GET"])
     app.add_api_route("/health/ready", health.ready, methods=["GET"])
     document = openapi_document(version=__version__)
@@ -137,45 +144,51 @@ def create_app(settings: Settings, engine: MattingEngine | None = None, engines:
     async def page(request: Request) -> Response:
         return FileResponse(WEB_ROOT / "index.html", media_type="text/html; charset=utf-8")
 
-    def internal_error_for(path: str) -> Response:
-        """A bug's 500 in the envelope of the API the path belongs to."""
-        if path.startswith(removebg.PATH_PREFIX):
-            return removebg_internal_error().response()
-        return errors.internal_error().response()
-
     app.add_api_route("/openapi.json", openapi, methods=["GET"])
     app.add_api_route("/metrics", prometheus, methods=["GET"])
     app.add_api_route("/", page, methods=["GET"])
     app.mount("/static", StaticFiles(directory=WEB_ROOT), name="static")
     # Outermost last: the Azure headers and the access log see every answer, drained and CORS ones too.
-    app.add_middleware(
-        UnexpectedErrorMiddleware, answer=internal_error_for, on_error=metrics.rejected.labels("internal").inc
-    )
+    def internal_error(path: str) -> Response:
+        api = api_of(path)
+        metrics.rejected.labels(api, "internal").inc()
+        if api == "removebg":
+            return removebg_internal_error().response()
+        return rembg.internal_error() if api == "rembg" else errors.internal_error().response()
+
+    app.add_middleware(UnexpectedErrorMiddleware, answer=internal_error)
     app.add_middleware(CorsMiddleware, policy=settings.cors_policy())
     app.add_middleware(EarlyAnswerMiddleware, max_bytes=settings.drain_max_bytes, deadline_s=settings.body_timeout_s)
-    app.add_middleware(AzureHeadersMiddleware, metrics=metrics, segment_paths=frozenset(azure.SEGMENT_PATHS))
+    app.add_middleware(AzureHeadersMiddleware, metrics=metrics, api_paths=api_paths)
 
     @app.exception_handler(errors.AzureError)
     async def azure_error(request: Request, error: errors.AzureError) -> Response:
-        metrics.rejected.labels(error.reason).inc()
+        metrics.rejected.labels("azure", error.reason).inc()
+        return error.response()
+
+    @app.exception_handler(rembg.RembgError)
+    async def rembg_error(request: Request, error: rembg.RembgError) -> Response:
+        metrics.rejected.labels("rembg", error.reason).inc()
         return error.response()
 
     @app.exception_handler(RemoveBgError)
     async def removebg_error(request: Request, error: RemoveBgError) -> Response:
-        metrics.rejected.labels(error.reason).inc()
+        metrics.rejected.labels("removebg", error.reason).inc()
         return error.response()
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> Response:
-        if request.url.path.startswith(removebg.PATH_PREFIX):
+        if api_of(request.url.path) == "removebg":  # an unknown path under /v1.0/, or a method its operation lacks
             return await removebg_error(request, unknown_operation(error.status_code))
+        if api_of(request.url.path) == "rembg":  # a method rembg's route does not take: Starlette's 405
+            return await rembg_error(request, rembg.http_error(error.status_code))
         # Unknown paths and methods: what APIM answers for an operation it does not know.
         return await azure_error(request, errors.resource_not_found())
 
     @app.exception_handler(ClientDisconnect)
     @app.exception_handler(ClientGone)
     async def client_gone(request: Request, error: Exception) -> Response:
-        metrics.rejected.labels("client_gone").inc()
+        metrics.rejected.labels(api_of(request.url.path), "client_gone").inc()
         return Response(status_code=499)  # nobody reads it; the status is for the log
 
     return app

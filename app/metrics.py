@@ -15,13 +15,17 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("bgremoval_requests", "Segment requests by mode and HTTP status.", ["mode", "status"], registry=r)
-        self.request_seconds = Histogram(
-            "bgremoval_request_duration_seconds", "Segment request latency, first byte in to last byte out.", ["mode"],
-            buckets=LATENCY_BUCKETS, registry=r,
+        # api: azure, removebg or rembg (the API whose operation was called); mode: backgroundRemoval, foregroundMatting, other.
+        self.requests = Counter(
+            "bgremoval_requests", "Segment requests by API, mode and HTTP status.", ["api", "mode", "status"], registry=r
         )
-        self.inflight = Gauge("bgremoval_inflight_requests", "Segment requests being served now.", registry=r)
-        self.rejected = Counter("bgremoval_rejected", "Requests refused, by reason.", ["reason"], registry=r)
+        self.request_seconds = Histogram(
+            "bgremoval_request_duration_seconds", "Segment request latency, first byte in to last byte out, by API and mode.",
+            ["api", "mode"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.inflight = Gauge("bgremoval_inflight_requests", "Segment requests being served now, all APIs together.", registry=r)
+        # api: whose words the refusal was in (unknown paths are answered as Azure's gateway answers them).
+        self.rejected = Counter("bgremoval_rejected", "Requests refused, by API and reason.", ["api", "reason"], registry=r)
         # The total stays unlabelled: the HPA scales on it (deploy/kubernetes/prometheus-adapter).
         self.queue_depth = Gauge("bgremoval_queue_depth", "Requests waiting for a model, all networks together.", registry=r)
         self.model_queue_depth = Gauge("bgremoval_model_queue_depth", "Requests waiting, by network.", ["model"], registry=r)

@@ -160,6 +160,11 @@ class SegmentService:
     def default_model(self) -> str:
         return self._default_model
 
+    @property
+    def png_compression(self) -> int:
+        """The deflate level of cut-outs, for encoders that write PNGs of their own."""
+        return self._png_compression
+
     def lane(self, model: str | None) -> Lane:
         """The network a request names (None: the default); :class:`errors.UnknownModel` otherwise."""
         lane = self._lanes.get(model or self._default_model)

@@ -223,7 +223,7 @@ def test_a_bug_is_answered_as_azure_with_the_request_id_and_cors_headers(image, 
         assert failed.headers["access-control-allow-origin"] == "*"
         broken["on"] = False
         assert segment(client, content=image).status_code == 200
-        assert 'bgremoval_rejected_total{reason="internal"} 1.0' in client.get("/metrics").text
+        assert 'bgremoval_rejected_total{api="azure",reason="internal"} 1.0' in client.get("/metrics").text
 
 
 def test_service_unavailable_once_stopping(image):

@@ -97,14 +97,11 @@ def test_fuzzed_requests_get_only_200_or_azure_4xx(fast_server):
 
 
 def test_schemathesis_against_the_running_service(keyed_server):
-    result = run_schemathesis(
-        f"{keyed_server.url}/openapi.json",
-        "-H", f"Ocp-Apim-Subscription-Key: {KEYS[0]}",
-        "--exclude-path-regex", "^/v1\\.0/",  # remove.bg's paths, with their own key header: tests/test_removebg.py
-        config_file=Path(__file__).with_name("schemathesis.toml"),
+    # unsupported_method: Azure's gateway answers 404, not 405, for methods the operation lacks.
+    # positive_data_acceptance: schema-valid bytes are mostly not images, so 400 is the right answer.
+    run_schemathesis(
+        keyed_server, "/imageanalysis:segment", f"Ocp-Apim-Subscription-Key: {KEYS[0]}", "unsupported_method,positive_data_acceptance", 100
     )
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    assert keyed_server.process.poll() is None
 
 
 def raw_request(server_url: str, body_length: int, content_type: str = "image/png") -> socket.socket:

@@ -6,6 +6,7 @@ import json
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import httpx
 import pytest
@@ -29,6 +30,10 @@ def sample(families: dict, name: str, **labels) -> float:
     return 0.0
 
 
+def change(before: dict, after: dict, name: str, **labels) -> float:
+    return sample(after, name, **labels) - sample(before, name, **labels)
+
+
 def test_metrics_count_requests_batches_inputs_and_rejections(fast_server):
     before = scrape(fast_server.url)
     image = png_bytes(photo((200, 100)))
@@ -39,19 +44,43 @@ def test_metrics_count_requests_batches_inputs_and_rejections(fast_server):
         assert client.post(SEGMENT, params={"mode": "foregroundMatting"}, content=image).status_code == 404
     after = scrape(fast_server.url)
 
-    def delta(name, **labels):
-        return sample(after, name, **labels) - sample(before, name, **labels)
-
-    assert delta("bgremoval_requests_total", mode="backgroundRemoval", status="200") == 1
-    assert delta("bgremoval_requests_total", mode="foregroundMatting", status="200") == 1
-    assert delta("bgremoval_requests_total", mode="foregroundMatting", status="400") == 1
-    assert delta("bgremoval_request_duration_seconds_count", mode="foregroundMatting") == 3
-    assert delta("bgremoval_rejected_total", reason="image_format") == 1
-    assert delta("bgremoval_rejected_total", reason="not_found") == 1
+    delta = partial(change, before, after)
+    assert delta("bgremoval_requests_total", api="azure", mode="backgroundRemoval", status="200") == 1
+    assert delta("bgremoval_requests_total", api="azure", mode="foregroundMatting", status="200") == 1
+    assert delta("bgremoval_requests_total", api="azure", mode="foregroundMatting", status="400") == 1
+    assert delta("bgremoval_request_duration_seconds_count", api="azure", mode="foregroundMatting") == 3
+    assert delta("bgremoval_rejected_total", api="azure", reason="image_format") == 1
+    assert delta("bgremoval_rejected_total", api="azure", reason="not_found") == 1
     assert delta("bgremoval_batch_size_count") == 2 and delta("bgremoval_inference_seconds_count") == 2
     assert delta("bgremoval_input_megapixels_count") == 2 and delta("bgremoval_input_megapixels_sum") == pytest.approx(0.04)
     assert sample(after, "bgremoval_queue_depth") == 0
     assert sample(after, "bgremoval_inflight_requests") == 0
+
+
+def test_metrics_carry_the_api_each_request_was_made_in(fast_server):
+    """Azure's and rembg's calls count apart; a rembg refusal is rembg's; the queue depth stays one number."""
+    before = scrape(fast_server.url)
+    image = png_bytes(photo((200, 100)))
+    with fast_server.client() as client:
+        assert client.post(SEGMENT, params={**PARAMS, "mode": "backgroundRemoval"}, content=image).status_code == 200
+        assert client.post("/api/remove", files={"file": ("a.png", image)}).status_code == 200
+        assert client.post("/api/remove", files={"file": ("a.png", image)}, data={"om": "true"}).status_code == 200
+        assert client.post("/api/remove", files={"file": ("a.png", b"junk")}).status_code == 400
+        assert client.get("/api/remove").status_code == 422
+    after = scrape(fast_server.url)
+
+    delta = partial(change, before, after)
+    assert delta("bgremoval_requests_total", api="azure", mode="backgroundRemoval", status="200") == 1
+    assert delta("bgremoval_requests_total", api="rembg", mode="backgroundRemoval", status="200") == 1
+    assert delta("bgremoval_requests_total", api="rembg", mode="foregroundMatting", status="200") == 1
+    assert delta("bgremoval_requests_total", api="rembg", mode="backgroundRemoval", status="400") == 1
+    assert delta("bgremoval_requests_total", api="rembg", mode="other", status="422") == 1
+    assert delta("bgremoval_request_duration_seconds_count", api="rembg", mode="backgroundRemoval") == 2
+    assert delta("bgremoval_rejected_total", api="rembg", reason="image_format") == 1
+    assert delta("bgremoval_rejected_total", api="rembg", reason="invalid_parameter") == 1
+    assert delta("bgremoval_rejected_total", api="azure", reason="image_format") == 0
+    queue_depth = [s for s in after["bgremoval_queue_depth"] if s.name == "bgremoval_queue_depth"]
+    assert len(queue_depth) == 1 and queue_depth[0].labels == {}
 
 
 def test_on_the_cpu_the_worker_takes_one_image_at_a_time(fast_server):

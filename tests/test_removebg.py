@@ -607,15 +607,10 @@ def test_the_client_library_sees_remove_bg_errors(keyed_server, tmp_path, monkey
 
 
 def test_schemathesis_against_the_remove_bg_paths(keyed_server):
-    result = run_schemathesis(
-        f"{keyed_server.url}/openapi.json",
-        "--url", keyed_server.url,
-        "--include-path-regex", "^/v1\\.0/",
-        "-H", f"X-Api-Key: {KEYS[0]}",
-        max_examples=60,
-    )
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    assert keyed_server.process.poll() is None
+    # unsupported_method: Starlette's 405 for GET on an operation that is POST, in remove.bg's envelope, not in its spec.
+    # positive_data_acceptance: schema-valid bodies mostly have no image (or text that is not one), so 400 is right.
+    for path in ("/v1.0/removebg", "/v1.0/account"):
+        run_schemathesis(keyed_server, path, f"X-Api-Key: {KEYS[0]}", "unsupported_method,positive_data_acceptance", 60)
 
 
 # --- full resolution: the same matte as Azure's endpoint -------------------------------------------------------------

@@ -36,9 +36,7 @@ class KeyChecker:
             raise errors.invalid_key(realm)
 
     def accepts(self, presented: str) -> bool:
-        """Whether ``presented`` is one of the keys (any key when none is configured); for APIs with their own answers."""
-        if not self._keys:
-            return True
+        """Whether ``presented`` is one of the keys (for APIs that answer a refusal in their own words)."""
         candidate = presented.encode("utf-8", "surrogateescape")
         # Compare against every key, in constant time each, so timing reveals neither key nor position.
         matched = False

@@ -30,7 +30,7 @@ def body_kind(content_type: str | None) -> str:
 
 
 async def read_capped(request: Request, limit: int, too_large: Exception) -> bytes:
-    """The whole body, refusing as soon as it passes ``limit`` (never holding more)."""
+    """The whole body, raising ``too_large`` (each API's own error) as soon as it passes ``limit`` (never holding more)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.strip().isdigit() and int(declared) > limit:
         raise too_large

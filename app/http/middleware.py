@@ -1,4 +1,4 @@
-"""Headers every response carries, and the path forms Azure clients send."""
+"""Headers every response carries, the path forms Azure clients send, and each API's request metrics."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import logging
 import re
 import time
 import uuid
+from typing import Mapping
 from urllib.parse import parse_qsl
 
 from starlette.datastructures import MutableHeaders
@@ -18,18 +19,24 @@ _SLASHES = re.compile(r"/{2,}")
 access_log = logging.getLogger("app.access")
 
 
-class AzureHeadersMiddleware:
-    """apim-request-id / request-id (one GUID per request), api-supported-versions, nosniff.
+MODES = ("backgroundRemoval", "foregroundMatting")
 
-    Also folds repeated slashes (clients build ``f"{endpoint}/computervision/…"``
+
+class AzureHeadersMiddleware:
+    """request-id (one GUID per request) and nosniff on every answer; apim-request-id and api-supported-versions on
+    Azure's, and on every answer of a path no other API owns (those are answered in Azure's words).
+
+    ``api_paths`` maps each API operation's path to its API's name (``azure``, ``rembg``, ...): requests there are
+    counted by API, mode and status. The mode is Azure's ``mode`` query parameter, or what a handler put in the
+    request's ``state.mode``. Also folds repeated slashes (clients build ``f"{endpoint}/computervision/…"``
     from endpoints that already end in ``/``) and writes one access-log line per
     request. The query string is never logged: it may carry ``subscription-key``.
     """
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, segment_paths: frozenset[str]) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, api_paths: Mapping[str, str]) -> None:
         self.app = app
         self.metrics = metrics
-        self.segment_paths = segment_paths
+        self.api_paths = dict(api_paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -38,42 +45,49 @@ class AzureHeadersMiddleware:
         if "//" in scope["path"]:
             scope = dict(scope, path=_SLASHES.sub("/", scope["path"]))
         request_id = str(uuid.uuid4())
-        scope.setdefault("state", {})["request_id"] = request_id
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
         started = time.perf_counter()
         outcome = {"status": 0, "bytes": 0}
+        api = self.api_paths.get(scope["path"])
+        azure_headers = api in (None, "azure")
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 outcome["status"] = message["status"]
                 headers = MutableHeaders(scope=message)
-                headers["apim-request-id"] = request_id
+                if azure_headers:
+                    headers["apim-request-id"] = request_id
+                    headers["api-supported-versions"] = API_SUPPORTED_VERSIONS
                 headers["request-id"] = request_id
-                headers["api-supported-versions"] = API_SUPPORTED_VERSIONS
                 headers["X-Content-Type-Options"] = "nosniff"
             elif message["type"] == "http.response.body":
                 outcome["bytes"] += len(message.get("body", b""))
             await send(message)
 
-        # A browser's preflight carries the segment call's query string, but it is not a segment call.
-        is_segment = scope["path"] in self.segment_paths and scope["method"] != "OPTIONS"
+        # A browser's preflight carries the call's query string, but it is not a call.
+        counted = api is not None and scope["method"] != "OPTIONS"
         mode = _query_value(scope, "mode")
-        if is_segment:
+        if counted:
             self.metrics.inflight.inc()
         try:
             await self.app(scope, receive, send_with_headers)
         finally:
             elapsed = time.perf_counter() - started
-            if is_segment:
+            if api not in (None, "azure"):
+                mode = state.get("mode")  # only the handler knows (rembg's om may come in the form)
+            if counted:
                 self.metrics.inflight.dec()
-                label = mode if mode in ("backgroundRemoval", "foregroundMatting") else "other"
-                self.metrics.requests.labels(label, str(outcome["status"])).inc()
-                self.metrics.request_seconds.labels(label).observe(elapsed)
+                label = mode if mode in MODES else "other"
+                self.metrics.requests.labels(api, label, str(outcome["status"])).inc()
+                self.metrics.request_seconds.labels(api, label).observe(elapsed)
             access_log.info(
                 "request",
                 extra={
                     "request_id": request_id,
                     "method": scope["method"],
                     "path": scope["path"],
+                    "api": api,
                     "mode": mode,
                     "status": outcome["status"],
                     "response_bytes": outcome["bytes"],

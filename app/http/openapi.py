@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from app.http import openapi_rembg, openapi_removebg
 from app.http.azure import SUPPORTED_API_VERSIONS
-from app.http.removebg_openapi import removebg_components, removebg_paths
 
 _BINARY = {"schema": {"type": "string", "format": "binary"}}
 _ERROR_REF = {"$ref": "#/components/schemas/Azure.Core.Foundations.ErrorResponse"}
@@ -18,9 +18,11 @@ _ERROR_REF = {"$ref": "#/components/schemas/Azure.Core.Foundations.ErrorResponse
 
 def openapi_document(version: str) -> dict[str, Any]:
     document = _azure_document(version)
-    document["paths"].update(removebg_paths())
-    for section, entries in removebg_components().items():
-        document["components"][section].update(entries)
+    # The other APIs' operations, each under its own path-level server (they have no /computervision base).
+    for api in (openapi_rembg, openapi_removebg):
+        document["paths"].update(api.paths())
+        for kind, entries in api.components().items():
+            document["components"].setdefault(kind, {}).update(entries)
     return document
 
 

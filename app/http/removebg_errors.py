@@ -23,7 +23,7 @@ class RemoveBgError(Exception):
         self.title = title
         self.detail = detail
         self.headers = headers or {}
-        self.reason = f"removebg_{code}"  # the metrics label
+        self.reason = code  # the metrics label
 
     def body(self) -> bytes:
         error = {"title": self.title, "code": self.code}

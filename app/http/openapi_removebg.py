@@ -42,7 +42,7 @@ def _parameters(with_files: bool) -> dict[str, Any]:
     return {"type": "object", "properties": properties, "additionalProperties": False}
 
 
-def removebg_paths() -> dict[str, Any]:
+def paths() -> dict[str, Any]:
     return {
         "/v1.0/removebg": {
             "servers": _SERVERS,
@@ -101,7 +101,7 @@ def removebg_paths() -> dict[str, Any]:
     }
 
 
-def removebg_components() -> dict[str, Any]:
+def components() -> dict[str, Any]:
     number = {"type": "number"}
     return {
         "securitySchemes": {"RemoveBgApiKey": {"type": "apiKey", "name": "X-Api-Key", "in": "header"}},
