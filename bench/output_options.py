@@ -25,6 +25,7 @@ from stages import median_seconds  # noqa: E402
 
 from app.imaging.decode import decode_image  # noqa: E402
 from app.imaging.output import Box, crop_to, encode_jpeg, encode_webp, fill_colour, fill_image, foreground_box  # noqa: E402
+from app.imaging.placement import keep_region, place, placed_box  # noqa: E402
 from app.imaging.png import iter_matte_png, iter_rgba_png  # noqa: E402
 from app.inference.engine import MattingEngine  # noqa: E402
 from app.inference.pipeline import matte_at_size, model_input  # noqa: E402
@@ -63,11 +64,14 @@ def options(rgb: np.ndarray, alpha: np.ndarray, level: int, matte_level: int) ->
         "encode_webp (lossy q 90, alpha)": lambda: encode_webp(rgb, alpha),
         "encode_webp (lossless, alpha)": lambda: encode_webp(rgb, alpha, lossless=True),
         "matte PNG (mask only)": lambda: b"".join(iter_matte_png(alpha, matte_level)),
-        # remove.bg's placement (app/imaging/placement.py: scale, position, roi) gets its rows here once merged.
+        # remove.bg's placement (app/imaging/placement.py): roi keeps the left half; scale fits the subject in 50%, centred.
+        "keep_region (roi: the left half)": lambda: keep_region(alpha, Box(0, 0, width // 2, height)),
+        "place (scale 50%, centred)": lambda: place(rgb, alpha, box, (width, height), placed_box(box, (width, height), 0.5, (0.5, 0.5))),
         "body: over a colour, PNG": lambda: png(*fill_colour(rgb, alpha, white), level),
         "body: over a colour, JPEG": lambda: encode_jpeg(fill_colour(rgb, alpha, white)[0]),
         "body: over an image, PNG": lambda: png(*fill_image(rgb, alpha, background), level),
         "body: cropped, PNG": lambda: png(*crop_to(rgb, alpha, foreground_box(alpha) or box, margins), level),
+        "body: scaled 50%, PNG": lambda: png(*place(rgb, alpha, box, (width, height), placed_box(box, (width, height), 0.5, (0.5, 0.5))), level),
         "body: JPEG + matte PNG (remove.bg's zip parts)": lambda: (encode_jpeg(rgb), b"".join(iter_matte_png(alpha, matte_level))),
     }
 
