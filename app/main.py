@@ -16,7 +16,9 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, Response
 
 from app import __version__
-from app.http import azure, errors, health, rembg
+from app.http import azure, errors, health, rembg, removebg
+from app.http.removebg_errors import RemoveBgError, unknown_operation
+from app.http.removebg_errors import internal_error as removebg_internal_error
 from app.http.auth import KeyChecker
 from app.http.body import MAX_IMAGE_BYTES
 from app.http.cors import CorsMiddleware
@@ -108,6 +110,7 @@ def create_app(
                     "http_client": http_client,
                     "url_policy": url_policy,
                     "body_timeout_s": settings.body_timeout_s,
+                    "settings": settings,
                 }
             finally:
                 # The server has stopped accepting and waited for open requests; answer what is still queued.
@@ -126,13 +129,15 @@ def create_app(
     app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     for path in azure.SEGMENT_PATHS:
         app.add_api_route(path, azure.segment, methods=["POST"])
+    app.add_api_route(removebg.REMOVEBG_PATH, removebg.removebg, methods=["POST"])
+    app.add_api_route(removebg.ACCOUNT_PATH, removebg.account, methods=["GET"])
     app.add_api_route(rembg.PATH, rembg.remove_from_url, methods=["GET"])
     app.add_api_route(rembg.PATH, rembg.remove_from_file, methods=["POST"])
-    # Each API operation's path; every other path answers in Azure's words (its gateway's 404).
-    api_paths = {**{path: "azure" for path in azure.SEGMENT_PATHS}, rembg.PATH: "rembg"}
+    # Each API operation's path; every other path answers in Azure's words (its gateway's 404), but remove.bg's /v1.0/.
+    api_paths = {**{path: "azure" for path in azure.SEGMENT_PATHS}, rembg.PATH: "rembg", removebg.REMOVEBG_PATH: "removebg"}
 
     def api_of(path: str) -> str:
-        return api_paths.get(path, "azure")
+        return "removebg" if path.startswith(removebg.PATH_PREFIX) else api_paths.get(path, "azure")
     app.add_api_route("/health/live", health.live, methods=["GET"])
     app.add_api_route("/health/ready", health.ready, methods=["GET"])
     document = openapi_document(version=__version__)
@@ -152,8 +157,11 @@ def create_app(
     app.mount("/static", StaticFiles(directory=WEB_ROOT), name="static")
     # Outermost last: the Azure headers and the access log see every answer, drained and CORS ones too.
     def internal_error(path: str) -> Response:
-        metrics.rejected.labels(api_of(path), "internal").inc()
-        return rembg.internal_error() if api_of(path) == "rembg" else errors.internal_error().response()
+        api = api_of(path)
+        metrics.rejected.labels(api, "internal").inc()
+        if api == "removebg":
+            return removebg_internal_error().response()
+        return rembg.internal_error() if api == "rembg" else errors.internal_error().response()
 
     app.add_middleware(UnexpectedErrorMiddleware, answer=internal_error)
     app.add_middleware(CorsMiddleware, policy=settings.cors_policy())
@@ -170,8 +178,15 @@ def create_app(
         metrics.rejected.labels("rembg", error.reason).inc()
         return error.response()
 
+    @app.exception_handler(RemoveBgError)
+    async def removebg_error(request: Request, error: RemoveBgError) -> Response:
+        metrics.rejected.labels("removebg", error.reason).inc()
+        return error.response()
+
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> Response:
+        if api_of(request.url.path) == "removebg":  # an unknown path under /v1.0/, or a method its operation lacks
+            return await removebg_error(request, unknown_operation(error.status_code))
         if api_of(request.url.path) == "rembg":  # a method rembg's route does not take: Starlette's 405
             return await rembg_error(request, rembg.http_error(error.status_code))
         # Unknown paths and methods: what APIM answers for an operation it does not know.

@@ -260,6 +260,11 @@ class SegmentService:
         )
 
     @property
+    def person_detector(self) -> PersonDetector | None:
+        """The person detector the scene rule asks, for an API that reports what it found (remove.bg's X-Type)."""
+        return self._person_detector
+
+    @property
     def scene_handling(self) -> bool:
         return self._scene_rule is not None
 

@@ -28,6 +28,7 @@ from inputs import make_jpeg  # noqa: E402
 
 from app.imaging.decode import decode_image  # noqa: E402
 from app.imaging.output import Box, crop_to, encode_jpeg, encode_webp, fill_colour, fill_image, foreground_box  # noqa: E402
+from app.imaging import placement  # noqa: E402
 from app.imaging.png import iter_matte_png, iter_rgba_png  # noqa: E402
 from app.inference.engine import MattingEngine  # noqa: E402
 from app.inference.pipeline import matte_at_size, model_input  # noqa: E402
@@ -59,12 +60,7 @@ def margins_of(box: Box, share: float) -> tuple[int, int, int, int]:
 
 
 def placement_rows(rgb: np.ndarray, alpha: np.ndarray, box: Box, level: int) -> dict[str, Step]:
-    """remove.bg's placement (app/imaging/placement.py, written on the remove.bg branch): rows where it is merged."""
-    try:
-        from app.imaging import placement
-    except ImportError:
-        print("app/imaging/placement.py is not here: no rows for remove.bg's scale, position and roi", file=sys.stderr)
-        return {}
+    """remove.bg's placement (app/imaging/placement.py): scale 50% centred, and a region of interest."""
     height, width = alpha.shape
     canvas = (width, height)
     target = placement.placed_box(box, canvas, 0.5, (0.5, 0.5))
@@ -101,6 +97,7 @@ def options(rgb: np.ndarray, alpha: np.ndarray, level: int, matte_level: int) ->
         "body: over a colour, JPEG": lambda: encode_jpeg(fill_colour(rgb, alpha, white)[0]),
         "body: over an image, PNG": lambda: png(*fill_image(rgb, alpha, background), level),
         "body: cropped, PNG": lambda: png(*crop_to(rgb, alpha, foreground_box(alpha) or box, margins), level),
+        "body: scaled 50%, PNG": lambda: png(*placement.place(rgb, alpha, box, (width, height), placement.placed_box(box, (width, height), 0.5, (0.5, 0.5))), level),
         "body: JPEG + matte PNG (remove.bg's zip parts)": lambda: (encode_jpeg(rgb), b"".join(iter_matte_png(alpha, matte_level))),
     }
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.http import openapi_rembg
+from app.http import openapi_rembg, openapi_removebg
 from app.http.azure import SUPPORTED_API_VERSIONS
 
 _BINARY = {"schema": {"type": "string", "format": "binary"}}
@@ -19,7 +19,7 @@ _ERROR_REF = {"$ref": "#/components/schemas/Azure.Core.Foundations.ErrorResponse
 def openapi_document(version: str) -> dict[str, Any]:
     document = _azure_document(version)
     # The other APIs' operations, each under its own path-level server (they have no /computervision base).
-    for api in (openapi_rembg,):
+    for api in (openapi_rembg, openapi_removebg):
         document["paths"].update(api.paths())
         for kind, entries in api.components().items():
             document["components"].setdefault(kind, {}).update(entries)

@@ -146,3 +146,11 @@ def iter_matte_png(matte: np.ndarray, level: int) -> Iterator[bytes]:
     height, width = matte.shape
     header = _header(width, height, 3) + chunk(b"PLTE", _GREY_PALETTE)
     return _stream(header, height, width, partial(_unfiltered, matte), compressor(level, filtered=False))
+
+
+def iter_grey_png(matte: np.ndarray, level: int) -> Iterator[bytes]:
+    """Stream an H x W uint8 matte as an 8-bit greyscale PNG (colour type 0), deflated at ``level`` (0-9)."""
+    if matte.ndim != 2 or matte.dtype != np.uint8:
+        raise ValueError("expected H x W uint8")
+    height, width = matte.shape
+    return _stream(_header(width, height, 0), height, width, partial(_unfiltered, matte), compressor(level, filtered=False))
