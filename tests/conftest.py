@@ -7,8 +7,11 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Iterator
 
@@ -283,3 +286,19 @@ def u2netp_models_dir(rembg_u2netp: Path, tmp_path_factory: pytest.TempPathFacto
     folder = tmp_path_factory.mktemp("models")
     fetch_model(CATALOGUE["u2netp"], folder, folder / "cache", rembg_u2netp, force=False, progress=False)
     return folder
+
+
+@contextmanager
+def loopback_http(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """A plain HTTP server on loopback (an image host for URL sources), quiet; yields its base URL."""
+
+    class Quiet(handler):  # type: ignore[misc, valid-type]
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()

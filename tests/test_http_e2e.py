@@ -5,16 +5,15 @@ from __future__ import annotations
 import io
 import json
 import struct
-import threading
 from concurrent.futures import ThreadPoolExecutor
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import SimpleHTTPRequestHandler
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import AZURE_SPEC, SEGMENT, decode_rgb, read_png, require_shared, start_server, stop_server
+from conftest import AZURE_SPEC, SEGMENT, decode_rgb, read_png, require_shared, start_server, stop_server, loopback_http
 
 QUERY = {"api-version": "2023-02-01-preview"}
 
@@ -46,14 +45,8 @@ def image_host(face: Path, building: Path):
                 return
             super().do_GET()
 
-        def log_message(self, *args):
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
+    with loopback_http(Handler) as url:
+        yield url
 
 
 def png_colour_type(data: bytes) -> int:

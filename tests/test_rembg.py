@@ -6,8 +6,7 @@ from __future__ import annotations
 import io
 import shutil
 import subprocess
-import threading
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import SimpleHTTPRequestHandler
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,7 @@ import pytest
 import requests
 from PIL import Image
 
-from conftest import KEYS, SEGMENT, photo, png_bytes, run_schemathesis
+from conftest import KEYS, SEGMENT, photo, png_bytes, run_schemathesis, loopback_http
 from app.imaging.output import fill_colour
 
 REMOVE = "/api/remove"
@@ -37,13 +36,8 @@ def image_host(input_jpg: Path):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, directory=str(input_jpg.parent), **kwargs)
 
-        def log_message(self, *args):
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
+    with loopback_http(Handler) as url:
+        yield url
 
 
 def pixels(data: bytes) -> np.ndarray:

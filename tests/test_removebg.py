@@ -12,10 +12,9 @@ import base64
 import http.client
 import io
 import json
-import threading
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +26,7 @@ from app.http.removebg_options import parse_options
 from app.http.removebg_output import Result
 from app.imaging.output import foreground_box
 from app.service import Cutout
-from conftest import AZURE_SPEC, KEYS, SEGMENT, photo, png_bytes, require_shared, run_schemathesis, start_server, stop_server
+from conftest import AZURE_SPEC, KEYS, SEGMENT, photo, png_bytes, require_shared, run_schemathesis, start_server, stop_server, loopback_http
 
 PATH = "/v1.0/removebg"
 
@@ -74,13 +73,8 @@ def image_host(image):
             self.end_headers()
             self.wfile.write(body or b"")
 
-        def log_message(self, *args):
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
+    with loopback_http(Handler) as url:
+        yield url
 
 
 def post(server, data=None, files=None, json_body=None, headers=None, **kwargs):
