@@ -193,19 +193,23 @@ def test_a_client_gone_while_queued_costs_no_inference(server):
         with server.client() as client:
             results.append(client.post(SEGMENT, params={"api-version": "2023-02-01-preview", "mode": "foregroundMatting"}, content=data).status_code)
 
-    thread = threading.Thread(target=patient)
-    thread.start()
-    time.sleep(0.5)  # the patient request is in the model by now
+    # Two patient requests: one in the model, one queued ahead of the rude ones, so these wait at least two
+    # forwards (about 2 s on a fast CPU) and have long gone before the model could reach them.
+    threads = [threading.Thread(target=patient) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.25)
     for _ in range(3):
         sock = raw_request(server.url, len(data), "image/jpeg")
         sock.sendall(data)
-        time.sleep(0.3)
+        time.sleep(0.2)
         sock.close()
-    thread.join(timeout=120)
+    for thread in threads:
+        thread.join(timeout=120)
     time.sleep(1)
     after = server_stats(server)
-    assert results == [200]
-    assert after["images"] - before["images"] == 1
+    assert results == [200, 200]
+    assert after["images"] - before["images"] == 2
     assert after["queue_depth"] == 0 and after["pixels_in_flight"] == 0
 
 
