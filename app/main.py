@@ -138,6 +138,7 @@ def create_app(
 
     def api_of(path: str) -> str:
         return "removebg" if path.startswith(removebg.PATH_PREFIX) else api_paths.get(path, "azure")
+
     app.add_api_route("/health/live", health.live, methods=["GET"])
     app.add_api_route("/health/ready", health.ready, methods=["GET"])
     document = openapi_document(version=__version__)
@@ -155,14 +156,15 @@ def create_app(
     app.add_api_route("/metrics", prometheus, methods=["GET"])
     app.add_api_route("/", page, methods=["GET"])
     app.mount("/static", StaticFiles(directory=WEB_ROOT), name="static")
-    # Outermost last: the Azure headers and the access log see every answer, drained and CORS ones too.
     def internal_error(path: str) -> Response:
+        """A bug's 500, in the words of the API the path belongs to."""
         api = api_of(path)
         metrics.rejected.labels(api, "internal").inc()
         if api == "removebg":
             return removebg_internal_error().response()
         return rembg.internal_error() if api == "rembg" else errors.internal_error().response()
 
+    # Outermost last: the Azure headers and the access log see every answer, drained and CORS ones too.
     app.add_middleware(UnexpectedErrorMiddleware, answer=internal_error)
     app.add_middleware(CorsMiddleware, policy=settings.cors_policy())
     app.add_middleware(EarlyAnswerMiddleware, max_bytes=settings.drain_max_bytes, deadline_s=settings.body_timeout_s)
