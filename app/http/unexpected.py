@@ -19,10 +19,9 @@ log = logging.getLogger("app")
 class UnexpectedErrorMiddleware:
     """``answer(path)`` is the internal-error response of the API that ``path`` belongs to."""
 
-    def __init__(self, app: ASGIApp, answer: Callable[[str], Response], on_error: Callable[[], None] | None = None) -> None:
+    def __init__(self, app: ASGIApp, answer: Callable[[str], Response]) -> None:
         self.app = app
         self.answer = answer
-        self.on_error = on_error
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -41,6 +40,4 @@ class UnexpectedErrorMiddleware:
             log.exception("unhandled error", extra={"request_id": scope.get("state", {}).get("request_id")})
             if started:
                 raise  # half an answer is out: only closing the connection tells the client
-            if self.on_error is not None:
-                self.on_error()
             await self.answer(scope["path"])(scope, receive, send)
