@@ -16,15 +16,19 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, Response
 
 from app import __version__
-from app.http import azure, errors, health, rembg, removebg
-from app.http.removebg_errors import RemoveBgError, unknown_operation
-from app.http.removebg_errors import internal_error as removebg_internal_error
+from app.http import health
+from app.http.azure import errors
+from app.http.azure import routes as azure
+from app.http.rembg import routes as rembg
+from app.http.removebg import routes as removebg
+from app.http.removebg.errors import RemoveBgError, unknown_operation
+from app.http.removebg.errors import internal_error as removebg_internal_error
 from app.http.auth import KeyChecker
 from app.http.body import MAX_IMAGE_BYTES
 from app.http.cors import CorsMiddleware
 from app.http.early_answer import EarlyAnswerMiddleware
 from app.http.middleware import AzureHeadersMiddleware
-from app.http.openapi import openapi_document
+from app.http.azure.openapi import openapi_document
 from app.http.streaming import ClientGone
 from app.http.unexpected import UnexpectedErrorMiddleware
 from app.http.url_fetch import UrlPolicy

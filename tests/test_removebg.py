@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.http.removebg_errors import RemoveBgError
-from app.http.removebg_options import parse_options
-from app.http.removebg_output import Result
+from app.http.removebg.errors import RemoveBgError
+from app.http.removebg.options import parse_options
+from app.http.removebg.output import Result
 from app.imaging.output import foreground_box
 from app.service import Cutout
 from conftest import AZURE_SPEC, KEYS, SEGMENT, photo, png_bytes, require_shared, run_schemathesis, start_server, stop_server, loopback_http

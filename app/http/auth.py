@@ -6,7 +6,7 @@ import hmac
 
 from starlette.requests import Request
 
-from app.http import errors
+from app.http.azure import errors
 
 HEADER = "ocp-apim-subscription-key"
 QUERY = "subscription-key"

@@ -8,7 +8,7 @@ import json
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
-from app.http import errors
+from app.http.azure import errors
 
 MAX_IMAGE_BYTES = 20_971_520
 MAX_JSON_BYTES = 64 * 1024

@@ -12,7 +12,7 @@ from urllib.parse import parse_qsl
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.http.errors import API_SUPPORTED_VERSIONS
+from app.http.azure.errors import API_SUPPORTED_VERSIONS
 from app.metrics import Metrics
 
 _SLASHES = re.compile(r"/{2,}")

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.http import openapi_rembg, openapi_removebg
-from app.http.azure import SUPPORTED_API_VERSIONS
+from app.http.rembg import openapi as openapi_rembg
+from app.http.removebg import openapi as openapi_removebg
+from app.http.azure.routes import SUPPORTED_API_VERSIONS
 
 _BINARY = {"schema": {"type": "string", "format": "binary"}}
 _ERROR_REF = {"$ref": "#/components/schemas/Azure.Core.Foundations.ErrorResponse"}

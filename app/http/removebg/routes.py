@@ -2,7 +2,7 @@
 
 The request's parameters arrive as multipart, urlencoded or JSON; the image as a file, base64 text or a URL (fetched
 by the same SSRF-safe fetcher as Azure's). Limits are remove.bg's: 12 MB a file, 50 megapixels an input. The result is
-made by :mod:`app.http.removebg_output` inside the pipeline's CPU slot and pixel budget.
+made by :mod:`app.http.removebg.output` inside the pipeline's CPU slot and pixel budget.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from app.errors import ImageTooLarge, ImageUrlUnreachable, NotAnImage, PipelineError
-from app.http import removebg_errors as errors
+from app.http.removebg import errors
 from app.http.auth import KeyChecker
 from app.http.body import read_capped
-from app.http.removebg_options import PARAMETERS, SOURCES, Options, check_names, parse_options
-from app.http.removebg_output import Result, probe_background
+from app.http.removebg.options import PARAMETERS, SOURCES, Options, check_names, parse_options
+from app.http.removebg.output import Result, probe_background
 from app.http.sources import download_image
 from app.http.streaming import ImageResponse, until_disconnected
 from app.http.url_fetch import UrlPolicy

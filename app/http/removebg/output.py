@@ -17,8 +17,8 @@ from typing import Iterator
 import numpy as np
 from PIL import Image
 
-from app.http import removebg_errors as errors
-from app.http.removebg_options import Options
+from app.http.removebg import errors
+from app.http.removebg.options import Options
 from app.imaging.decode import MAX_SIDE
 from app.imaging.output import WEBP_MAX_SIDE, Box, crop_to, encode_jpeg, encode_webp, fill_colour, fill_image, foreground_box
 from app.imaging.placement import FractionalBox, keep_region, margins_in_pixels, place, placed_box

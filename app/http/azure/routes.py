@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from app.errors import PipelineError
-from app.http import errors
+from app.http.azure import errors
 from app.http.auth import KeyChecker
 from app.http.body import MAX_IMAGE_BYTES, MAX_JSON_BYTES, MULTIPART_OVERHEAD, body_kind, multipart_image, parse_url_body, read_capped
 from app.http.sources import download_image
