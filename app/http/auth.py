@@ -1,15 +1,8 @@
-"""Subscription keys, as Azure API Management checks them."""
+"""The service's API keys (BGR_API_KEYS), checked in constant time; each API reads a key from its own header."""
 
 from __future__ import annotations
 
 import hmac
-
-from starlette.requests import Request
-
-from app.http.azure import errors
-
-HEADER = "ocp-apim-subscription-key"
-QUERY = "subscription-key"
 
 
 class KeyChecker:
@@ -22,21 +15,8 @@ class KeyChecker:
     def enforced(self) -> bool:
         return bool(self._keys)
 
-    def check(self, request: Request) -> None:
-        if not self._keys:
-            return
-        # APIM reads the query parameter only when the header is absent.
-        presented = request.headers.get(HEADER)
-        if presented is None:
-            presented = request.query_params.get(QUERY)
-        realm = f"{request.url.scheme}://{request.url.netloc}/computervision"
-        if presented is None:
-            raise errors.missing_key(realm)
-        if not self.accepts(presented):
-            raise errors.invalid_key(realm)
-
     def accepts(self, presented: str) -> bool:
-        """Whether ``presented`` is one of the keys (for APIs that answer a refusal in their own words)."""
+        """Whether ``presented`` is one of the keys."""
         candidate = presented.encode("utf-8", "surrogateescape")
         # Compare against every key, in constant time each, so timing reveals neither key nor position.
         matched = False

@@ -125,3 +125,7 @@ def components() -> dict[str, Any]:
             }
         },
     }
+
+
+def document() -> dict[str, Any]:
+    return {"paths": paths(), "components": components()}

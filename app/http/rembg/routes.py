@@ -14,163 +14,26 @@ rembg's alpha matting also does, from the model's own matte (``af``, ``ab``, ``a
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
-from typing import Any, Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from fastapi import APIRouter
 from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import Response
 
 from app import errors as pipeline
 from app.http.auth import KeyChecker
 from app.http.body import MAX_IMAGE_BYTES, MULTIPART_OVERHEAD, read_capped
+from app.http.rembg.errors import RembgError, Source, from_pipeline, invalid, missing
+from app.http.rembg.options import Options, parse_options
 from app.http.sources import download_image
 from app.http.streaming import ImageResponse, until_disconnected
-from app.imaging.output import Rgba, fill_colour, parse_colour
+from app.imaging.output import Rgba, fill_colour
 from app.imaging.png import iter_rgba_png
 from app.service import Cutout, Encoded, Encoder, ImageStream, SegmentService
 
 PATH = "/api/remove"
 KEY_HEADER = "x-api-key"
 KEY_QUERY = "api_key"  # for clients that can only build a URL (rembg's GET has no other place for a key)
-Source = Literal["query", "body"]
-
-
-class RembgError(Exception):
-    """An answer in FastAPI's error shape: ``{"detail": …}``; ``reason`` is a short label for metrics."""
-
-    def __init__(self, status: int, detail: Any, reason: str, headers: Mapping[str, str] | None = None) -> None:
-        super().__init__(str(detail))
-        self.status = status
-        self.detail = detail
-        self.reason = reason
-        self.headers = dict(headers or {})
-
-    def response(self) -> Response:
-        return JSONResponse({"detail": self.detail}, self.status, headers=self.headers)
-
-
-def invalid(problems: list[dict[str, Any]]) -> RembgError:
-    """FastAPI's RequestValidationError answer."""
-    return RembgError(422, problems, "invalid_parameter")
-
-
-def _problem(kind: str, source: Source, name: str, message: str, value: Any, context: dict[str, Any] | None = None) -> dict[str, Any]:
-    problem: dict[str, Any] = {"type": kind, "loc": [source, name], "msg": message, "input": value}
-    if context is not None:
-        problem["ctx"] = context
-    return problem
-
-
-def _missing(source: Source, name: str) -> dict[str, Any]:
-    return _problem("missing", source, name, "Field required", None)
-
-
-def http_error(status: int) -> RembgError:
-    """Routing's answers (an unknown method), as Starlette words them."""
-    phrase = {404: "Not Found", 405: "Method Not Allowed"}.get(status, "Error")
-    headers = {"Allow": "GET, POST"} if status == 405 else None
-    return RembgError(status, phrase, "not_found" if status == 404 else "method_not_allowed", headers)
-
-
-def internal_error() -> Response:
-    """What rembg's server (Starlette) answers for a bug: a bare 500."""
-    return PlainTextResponse("Internal Server Error", 500)
-
-
-def from_pipeline(error: pipeline.PipelineError, source: Source) -> RembgError:
-    """The pipeline's refusal in FastAPI's words, with the status an HTTPException for it would carry."""
-    match error:
-        case pipeline.UnknownModel(available=available):
-            return invalid([_unknown_model(source, None, available)])
-        case pipeline.ImageTooLarge(limit=limit):
-            return RembgError(413, f"The image must be 1 to {limit} bytes.", error.reason)
-        case pipeline.NotAnImage():
-            return RembgError(400, "The file is not an image this service can decode.", error.reason)
-        case pipeline.ImageDimensions(minimum=minimum, maximum=maximum):
-            return RembgError(400, f"Each side of the image must be {minimum} to {maximum} pixels.", error.reason)
-        case pipeline.ImageUrlUnreachable():
-            return RembgError(400, "The image URL is not accessible.", error.reason)
-        case pipeline.QueueFull(retry_after_s=retry_after_s):
-            return RembgError(429, "Too many requests: the queue is full.", error.reason, {"Retry-After": str(retry_after_s)})
-        case pipeline.ShuttingDown():
-            return RembgError(503, "The service is shutting down.", error.reason)
-        case pipeline.SceneUnavailable():  # rembg's API never asks for a scene; kept total
-            return RembgError(400, str(error), error.reason)
-    return RembgError(500, "The image could not be processed.", "internal")
-
-
-def _unknown_model(source: Source, value: str | None, available: tuple[str, ...]) -> dict[str, Any]:
-    names = [f"'{name}'" for name in available]
-    expected = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
-    return _problem(
-        "literal_error", source, "model", f"Input should be {expected} (the networks this server has loaded)", value, {"expected": expected}
-    )
-
-
-class _Fields(BaseModel):
-    """rembg's common parameters with its defaults and bounds; pydantic's checks give FastAPI's own messages."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    model: str | None = None  # rembg's default is u2net; here it is the server's default network
-    a: bool | None = None  # absent: the server's BGR_DECONTAMINATE
-    af: int = Field(240, ge=0, le=255)
-    ab: int = Field(10, ge=0, le=255)
-    ae: int = Field(10, ge=0)
-    om: bool = False
-    ppm: bool = False
-    bgc: str | None = None
-    extras: str | None = None
-
-
-@dataclass(frozen=True)
-class Options:
-    model: str | None
-    alpha_matting: bool | None
-    only_mask: bool
-    background: Rgba | None
-
-
-def parse_background(text: str) -> Rgba:
-    """rembg's ``r,g,b,a`` (0-255 each; ``r,g,b`` taken as opaque), or, beyond rembg, hex or a colour name."""
-    if "," in text:
-        parts = text.split(",")
-        try:
-            values = [int(part.strip()) for part in parts]
-        except ValueError:
-            values = []
-        if len(values) not in (3, 4) or not all(0 <= value <= 255 for value in values):
-            raise ValueError("bgc must be r,g,b,a with each 0-255 (or r,g,b, a hex colour or a colour name)")
-        return (values[0], values[1], values[2], values[3] if len(values) == 4 else 255)
-    try:
-        return parse_colour(text)
-    except ValueError:
-        raise ValueError("bgc must be r,g,b,a with each 0-255 (or r,g,b, a hex colour or a colour name)") from None
-
-
-def parse_options(values: Mapping[str, tuple[str, Source]], models: tuple[str, ...]) -> tuple[Options, list[dict[str, Any]]]:
-    """The options from each parameter's (text, where it came from); the problems found, as FastAPI lists them."""
-    problems: list[dict[str, Any]] = []
-    texts = {name: text for name, (text, _) in values.items()}
-    try:
-        fields = _Fields.model_validate(texts)
-    except ValidationError as error:
-        for problem in error.errors(include_url=False):
-            name = str(problem["loc"][0])
-            problems.append({**problem, "loc": [values[name][1], name]})
-            texts.pop(name, None)
-        fields = _Fields.model_validate(texts)  # the rest, so that their problems are listed too, as FastAPI lists them
-    background = None
-    if fields.bgc:  # rembg ignores an empty bgc
-        try:
-            background = parse_background(fields.bgc)
-        except ValueError as error:
-            problems.append(_problem("value_error", values["bgc"][1], "bgc", f"Value error, {error}", fields.bgc, {"error": str(error)}))
-    if fields.model is not None and fields.model not in models:
-        problems.append(_unknown_model(values["model"][1], fields.model, models))
-    return Options(fields.model, fields.a, fields.om, background), problems
 
 
 def check_key(request: Request) -> None:
@@ -221,7 +84,7 @@ async def remove_from_url(request: Request) -> Response:
     options, problems = parse_options({name: (value, "query") for name, value in query.items()}, service.models)
     url = query.get("url")
     if url is None:
-        problems.insert(0, _missing("query", "url"))
+        problems.insert(0, missing("query", "url"))
     if problems:
         raise invalid(problems)
     assert url is not None
@@ -245,7 +108,7 @@ async def remove_from_file(request: Request) -> Response:
         options, problems = parse_options(values, service.models)
         file = form.get("file")
         if file is None:
-            problems.insert(0, _missing("body", "file"))
+            problems.insert(0, missing("body", "file"))
         if problems:
             raise invalid(problems)
         data = await file.read(MAX_IMAGE_BYTES + 1) if isinstance(file, UploadFile) else str(file).encode("utf-8", "replace")
@@ -277,3 +140,8 @@ async def _read_form(request: Request, timeout_s: float) -> FormData:
         return await Request(request.scope, replay).form(max_files=8, max_fields=32)
     except Exception:
         raise RembgError(400, "There was an error parsing the body", "form_body") from None
+
+
+router = APIRouter()
+router.add_api_route(PATH, remove_from_url, methods=["GET"])
+router.add_api_route(PATH, remove_from_file, methods=["POST"])

@@ -149,3 +149,7 @@ def components() -> dict[str, Any]:
             },
         },
     }
+
+
+def document() -> dict[str, Any]:
+    return {"paths": paths(), "components": components()}

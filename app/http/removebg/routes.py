@@ -14,6 +14,7 @@ import dataclasses
 import json
 from urllib.parse import urlsplit
 
+from fastapi import APIRouter
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -329,3 +330,8 @@ def wants_json(accept: str | None) -> bool:
             best_image = max(best_image, rank)
     return best_json > 0 and best_json > best_image
 
+
+
+router = APIRouter()
+router.add_api_route(REMOVEBG_PATH, removebg, methods=["POST"])
+router.add_api_route(ACCOUNT_PATH, account, methods=["GET"])
