@@ -597,6 +597,15 @@ def test_the_client_library_sees_remove_bg_errors(keyed_server, tmp_path, monkey
     assert raised.value.response.json()["errors"][0]["title"] == "API Key invalid"
 
 
+def test_answers_under_v1_carry_a_request_id_but_not_azures_headers(fast_server):
+    with fast_server.client() as client:
+        answers = (client.get("/v1.0/account"), client.get("/v1.0/nothing-here"), client.get(PATH))
+    assert [answer.status_code for answer in answers] == [200, 404, 405]
+    for answer in answers:
+        assert answer.headers["request-id"]
+        assert "apim-request-id" not in answer.headers and "api-supported-versions" not in answer.headers
+
+
 # --- schemathesis ----------------------------------------------------------------------------------------------------
 
 

@@ -22,9 +22,9 @@ MODES = ("backgroundRemoval", "foregroundMatting")
 
 
 class ApiHeadersMiddleware:
-    """request-id (one GUID per request) and nosniff on every answer; each API's own headers on its answers (Azure's
-    apim-request-id and api-supported-versions), and the gateway's on every answer of a path no API owns (those are
-    answered in the gateway's words).
+    """request-id (one GUID per request) and nosniff on every answer; each API's own headers on the answers of its
+    paths (Azure's apim-request-id and api-supported-versions), the gateway's on every answer of a path no API owns
+    (those are answered in the gateway's words).
 
     Requests to an API's operation paths are counted by API, mode and status. The mode is the API's mode query
     parameter (Azure's ``mode``), or what a handler put in the request's ``state.mode``. Also folds repeated slashes
@@ -49,7 +49,7 @@ class ApiHeadersMiddleware:
         started = time.perf_counter()
         outcome = {"status": 0, "bytes": 0}
         owner = self.apis.owner(scope["path"])
-        speaker = owner or self.apis.gateway
+        speaker = self.apis.answering(scope["path"])
         api = owner.name if owner is not None else None
 
         async def send_with_headers(message: Message) -> None:
