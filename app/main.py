@@ -104,8 +104,6 @@ def create_app(
                     "ready": ready,
                     "key_checker": key_checker,
                     "segment_service": service,
-                    "batchers": batchers,
-                    "pixel_budget": pixel_budget,
                     "http_client": http_client,
                     "url_policy": url_policy,
                     "body_timeout_s": settings.body_timeout_s,

@@ -362,7 +362,7 @@ def test_roi_keeps_only_the_region(fast_server, image, plain):
 
 def test_an_empty_matte_is_unknown_foreground():
     options = parse_options({}, has_bg_file=False)
-    result = Result(options, None, None, as_json=False, person_detector=None, png_level=2, matte_png_level=6)
+    result = Result(options, None, None, as_json=False, png_level=2, matte_png_level=6)
     cutout = Cutout(np.zeros((60, 80, 3), np.uint8), np.zeros((60, 80), np.uint8), "subject")
     with pytest.raises(RemoveBgError) as raised:
         result.encoder()(cutout)
@@ -371,7 +371,7 @@ def test_an_empty_matte_is_unknown_foreground():
 
 def test_a_webp_too_wide_for_the_format_is_a_400():
     options = parse_options({"format": "webp"}, has_bg_file=False)
-    result = Result(options, None, None, as_json=False, person_detector=None, png_level=2, matte_png_level=6)
+    result = Result(options, None, None, as_json=False, png_level=2, matte_png_level=6)
     alpha = np.full((60, 16400), 255, np.uint8)
     with pytest.raises(RemoveBgError) as raised:
         result.encoder()(Cutout(np.zeros((60, 16400, 3), np.uint8), alpha, "subject"))

@@ -3,6 +3,17 @@
 from __future__ import annotations
 
 import hmac
+from typing import Callable
+
+from starlette.requests import Request
+
+
+def presented_key(request: Request, header: str, query: str | None = None) -> str | None:
+    """The key a request presents in ``header`` or, without that header, in the ``query`` parameter."""
+    presented = request.headers.get(header)
+    if presented is None and query is not None:
+        presented = request.query_params.get(query)
+    return presented
 
 
 class KeyChecker:
@@ -14,6 +25,16 @@ class KeyChecker:
     @property
     def enforced(self) -> bool:
         return bool(self._keys)
+
+    def check(self, presented: str | None, missing: Callable[[], Exception], invalid: Callable[[], Exception]) -> None:
+        """Raises ``missing()`` (no key) or ``invalid()`` (not one of the keys), each API's own refusal; with no keys
+        configured, nothing."""
+        if not self.enforced:
+            return
+        if presented is None:
+            raise missing()
+        if not self.accepts(presented):
+            raise invalid()
 
     def accepts(self, presented: str) -> bool:
         """Whether ``presented`` is one of the keys."""

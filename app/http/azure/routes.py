@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from typing import Callable
 
 import httpx
@@ -11,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from app.errors import PipelineError
-from app.http.auth import KeyChecker
+from app.http.auth import KeyChecker, presented_key
 from app.http.azure import errors
 from app.http.azure.body import MAX_JSON_BYTES, body_kind, multipart_image, parse_url_body
 from app.http.body import MAX_IMAGE_BYTES, MULTIPART_OVERHEAD, read_capped
@@ -27,19 +28,14 @@ KEY_QUERY = "subscription-key"
 
 
 def check_key(request: Request) -> None:
-    """The service's keys, as Azure API Management checks subscription keys (its 401s, its realm)."""
-    key_checker: KeyChecker = request.state.key_checker
-    if not key_checker.enforced:
-        return
-    # APIM reads the query parameter only when the header is absent.
-    presented = request.headers.get(KEY_HEADER)
-    if presented is None:
-        presented = request.query_params.get(KEY_QUERY)
+    """The service's keys, as Azure API Management checks subscription keys: the header, else the query; its 401s."""
     realm = f"{request.url.scheme}://{request.url.netloc}/computervision"
-    if presented is None:
-        raise errors.missing_key(realm)
-    if not key_checker.accepts(presented):
-        raise errors.invalid_key(realm)
+    key_checker: KeyChecker = request.state.key_checker
+    key_checker.check(
+        presented_key(request, KEY_HEADER, KEY_QUERY),
+        missing=partial(errors.missing_key, realm),
+        invalid=partial(errors.invalid_key, realm),
+    )
 
 
 async def read_body(request: Request, timeout_s: float) -> tuple[str, bytes]:

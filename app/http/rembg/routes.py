@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from app import errors as pipeline
-from app.http.auth import KeyChecker
+from app.http.auth import KeyChecker, presented_key
 from app.http.body import MAX_IMAGE_BYTES, MULTIPART_OVERHEAD, read_capped
 from app.http.rembg.errors import RembgError, Source, from_pipeline, invalid, missing
 from app.http.rembg.options import Options, parse_options
@@ -39,15 +39,11 @@ KEY_QUERY = "api_key"  # for clients that can only build a URL (rembg's GET has 
 def check_key(request: Request) -> None:
     """The service's keys, as ``X-Api-Key`` or (without the header) ``?api_key=``; rembg's own server has none."""
     key_checker: KeyChecker = request.state.key_checker
-    if not key_checker.enforced:
-        return
-    presented = request.headers.get(KEY_HEADER)
-    if presented is None:
-        presented = request.query_params.get(KEY_QUERY)
-    if presented is None:
-        raise RembgError(401, "Not authenticated", "missing_key", {"WWW-Authenticate": "APIKey"})
-    if not key_checker.accepts(presented):
-        raise RembgError(401, "Invalid API key", "invalid_key", {"WWW-Authenticate": "APIKey"})
+    key_checker.check(
+        presented_key(request, KEY_HEADER, KEY_QUERY),
+        missing=lambda: RembgError(401, "Not authenticated", "missing_key", {"WWW-Authenticate": "APIKey"}),
+        invalid=lambda: RembgError(401, "Invalid API key", "invalid_key", {"WWW-Authenticate": "APIKey"}),
+    )
 
 
 def _over_colour(colour: Rgba, level: int) -> Encoder:

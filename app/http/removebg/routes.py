@@ -59,13 +59,8 @@ class Parameters:
 
 def _authorised(request: Request) -> None:
     key_checker: KeyChecker = request.state.key_checker
-    if not key_checker.enforced:
-        return
-    presented = request.headers.get(KEY_HEADER)
-    if not presented:
-        raise errors.missing_key()
-    if not key_checker.accepts(presented):
-        raise errors.invalid_key()
+    # An empty X-Api-Key is no key.
+    key_checker.check(request.headers.get(KEY_HEADER) or None, missing=errors.missing_key, invalid=errors.invalid_key)
 
 
 async def account(request: Request) -> Response:
@@ -102,7 +97,6 @@ async def _removebg(request: Request) -> Response:
         roi,
         background,
         as_json=wants_json(request.headers.get("accept")),
-        person_detector=service.person_detector if options.classify else None,
         png_level=settings.png_compression,
         matte_png_level=settings.matte_png_compression,
     )
@@ -110,7 +104,12 @@ async def _removebg(request: Request) -> Response:
     async def produce() -> ImageStream:
         try:
             return await service.segment(
-                data, "backgroundRemoval", options.target, encode=result.encoder(), max_output_pixels=options.max_pixels
+                data,
+                "backgroundRemoval",
+                options.target,
+                encode=result.encoder(),
+                max_output_pixels=options.max_pixels,
+                score_person=options.classify,
             )
         except NotAnImage:
             raise not_an_image(data) from None
