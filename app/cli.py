@@ -145,7 +145,7 @@ def endpoint_segmenter(endpoint: str, key: str | None, mode: str, timeout_s: flo
 def local_segmenter(settings: Settings, mode: str):
     """Segment in this process, with the service's own pipeline (decode, batcher, model, PNG)."""
     from app.errors import NotAnImage, PipelineError
-    from app.http.errors import from_pipeline
+    from app.http.azure.errors import from_pipeline
     from app.inference.batcher import Batcher
     from app.inference.engine import MattingEngine, ModelUnavailableError, pick_batch_size
     from app.pixel_budget import PixelBudget
