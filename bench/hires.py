@@ -161,3 +161,77 @@ class RembgWorker:
         if self._process.stdin is not None:
             self._process.stdin.close()
         self._process.wait(timeout=60)
+
+
+class DeltaScorer:
+    """The quick metrics of many candidates that differ from one base matte only in places (the stage's band).
+
+    The ground truth's and the base's gradient magnitudes and per-tile error sums are computed once; a candidate's
+    metrics are then recomputed only on the tiles where it differs from the base (with a halo for the gradient
+    filters), which gives the same numbers as :func:`quick_scores` for a fraction of the time.
+    """
+
+    TILE = 256
+    HALO = 8  # the gradient filters' reach (a radius of 5) and some
+
+    def __init__(self, gt: np.ndarray, base: np.ndarray) -> None:
+        from app.quality import _gaussian_kernels, _filter
+
+        self.gt, self.base = gt, base  # float32 in [0, 1]; uint8
+        self.base_f = base.astype(np.float32) / 255
+        g, dg = _gaussian_kernels(1.4)
+        self._kernels = (g, dg)
+        self._filter = _filter
+        self.gt_mag = self._magnitude(gt)
+        base_mag = self._magnitude(self.base_f)
+        h, w = gt.shape
+        self.shape = (h, w)
+        self.soft = (gt > 0.03) & (gt < 0.97)
+        self.soft_count = int(self.soft.sum())
+        err = np.abs(self.base_f - gt)
+        grad_err = (base_mag - self.gt_mag).astype(np.float64) ** 2
+        t = self.TILE
+        rows, cols = -(-h // t), -(-w // t)
+        self.sums = {k: np.zeros((rows, cols)) for k in ("abs", "soft", "grad", "inter", "union")}
+        for r in range(rows):
+            for c in range(cols):
+                sl = (slice(r * t, (r + 1) * t), slice(c * t, (c + 1) * t))
+                self._tile_sums(self.sums, r, c, sl, err[sl], grad_err[sl], self.base_f[sl])
+
+    def _magnitude(self, a: np.ndarray) -> np.ndarray:
+        g, dg = self._kernels
+        return np.hypot(self._filter(a, dg, g), self._filter(a, g, dg))
+
+    def _tile_sums(self, sums: dict, r: int, c: int, sl, err, grad_err, pred) -> None:
+        sums["abs"][r, c] = err.sum(dtype=np.float64)
+        sums["soft"][r, c] = err[self.soft[sl]].sum(dtype=np.float64)
+        sums["grad"][r, c] = grad_err.sum()
+        a, b = pred > 127.5 / 255, self.gt[sl] > 127.5 / 255
+        sums["inter"][r, c] = np.logical_and(a, b).sum()
+        sums["union"][r, c] = np.logical_or(a, b).sum()
+
+    def score(self, candidate: np.ndarray) -> dict[str, float]:
+        """``candidate``: H x W uint8 -> the same dict as :func:`quick_scores`."""
+        h, w = self.shape
+        t, halo = self.TILE, self.HALO
+        sums = {k: v.copy() for k, v in self.sums.items()}
+        differs = candidate != self.base
+        changed = np.add.reduceat(np.add.reduceat(differs, np.arange(0, h, t), 0), np.arange(0, w, t), 1) > 0
+        for r, c in zip(*np.nonzero(changed)):
+            y0, x0 = r * t, c * t
+            y1, x1 = min(h, y0 + t), min(w, x0 + t)
+            sl = (slice(y0, y1), slice(x0, x1))
+            pred = candidate[sl].astype(np.float32) / 255
+            err = np.abs(pred - self.gt[sl])
+            # The gradient on the tile with a halo of the candidate's own pixels (edge-replicated past the image).
+            ya, xa = max(0, y0 - halo), max(0, x0 - halo)
+            yb, xb = min(h, y1 + halo), min(w, x1 + halo)
+            region = candidate[ya:yb, xa:xb].astype(np.float32) / 255
+            mag = self._magnitude(region)[y0 - ya : y0 - ya + (y1 - y0), x0 - xa : x0 - xa + (x1 - x0)]
+            grad_err = (mag - self.gt_mag[sl]).astype(np.float64) ** 2
+            self._tile_sums(sums, r, c, sl, err, grad_err, pred)
+        n = h * w
+        return {"mae": float(sums["abs"].sum() / n), "sad": float(sums["abs"].sum() / 1000.0),
+                "soft": float(sums["soft"].sum() / self.soft_count) if self.soft_count else 0.0,
+                "grad": float(sums["grad"].sum() / 1000.0),
+                "iou": 1.0 if sums["union"].sum() == 0 else float(sums["inter"].sum() / sums["union"].sum())}

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from hires import HALVES, load_photo, load_truth, network_matte, quick_scores, read_pairs  # noqa: E402
+from hires import HALVES, DeltaScorer, load_photo, load_truth, network_matte, read_pairs  # noqa: E402
 
 from app.inference.matting import DEFAULT_PARAMS, MattingParams, refine_matte  # noqa: E402
 from app.inference.pipeline import matte_at_size  # noqa: E402
@@ -52,13 +52,20 @@ DEFAULT_VALUES = {
 
 
 def config_key(params: MattingParams) -> str:
-    """The parameters that differ from the defaults, as sorted JSON ("{}" for the defaults themselves)."""
-    changed = {k: v for k, v in asdict(params).items() if v != getattr(DEFAULT_PARAMS, k)}
-    return json.dumps(changed, sort_keys=True)
+    """Every parameter, as sorted JSON: rows stay valid when the defaults move."""
+    return json.dumps(asdict(params), sort_keys=True)
+
+
+def changes(key: str) -> str:
+    """What a configuration changes from today's defaults ("defaults" for none), for the report."""
+    if key == ALONE:
+        return key
+    changed = {k: v for k, v in json.loads(key).items() if v != getattr(DEFAULT_PARAMS, k)}
+    return json.dumps(changed, sort_keys=True) if changed else "defaults"
 
 
 def from_key(key: str) -> MattingParams:
-    return replace(DEFAULT_PARAMS, **json.loads(key))
+    return MattingParams(**json.loads(key))
 
 
 def load_rows(path: Path = ROWS) -> dict[tuple[str, str], dict]:
@@ -102,12 +109,13 @@ def sweep(keys: list[str], pair_indices: list[int] | None) -> None:
             matte, _ = network_matte(None, rgb, data)
             truth = load_truth(pair.gt)
             base = matte_at_size(matte, pair.width, pair.height)
+            scorer = DeltaScorer(truth, base)
             for key in todo:
                 started = time.perf_counter()
                 alpha = base if key == ALONE else refine_matte(rgb, matte, base, from_key(key))
                 seconds = time.perf_counter() - started
                 row = {"config": key, "id": pair.id, "half": pair.half, "megapixels": pair.megapixels, "seconds": seconds,
-                       **quick_scores(alpha.astype(np.float32) / 255, truth)}
+                       **scorer.score(alpha)}
                 rows[(key, pair.id)] = row
                 out.write(json.dumps(row) + "\n")
                 out.flush()
@@ -136,9 +144,9 @@ def report(rows: dict, keys: list[str] | None = None) -> dict:
     keys = keys or sorted({k for k, _ in rows if k != ALONE})
     table = {k: {h: half_summary(rows, k, ids[h]) for h in HALVES} for k in keys}
     complete = {k: v for k, v in table.items() if all(v[h] is not None for h in HALVES)}
-    print(f"{'config':70s} | " + " | ".join(f"{h}: MAE x  soft x  grad x  obj   worse  s" for h in HALVES))
+    print(f"{'config (changes from the defaults)':70s} | " + " | ".join(f"{h}: MAE x  soft x  grad x  obj   worse  s" for h in HALVES))
     for key, halves in sorted(complete.items(), key=lambda kv: kv[1]["A"]["objective"] + kv[1]["B"]["objective"]):
-        print(f"{key[:70]:70s} | " + " | ".join(
+        print(f"{changes(key)[:70]:70s} | " + " | ".join(
             f"{h}: {s['mae_x']:.3f} {s['soft_x']:.3f} {s['grad_x']:.3f} {s['objective']:.3f} {s['worse_mae']:3d} {s['median_s']:.2f}"
             for h, s in halves.items()))
     picks = {}
@@ -146,9 +154,9 @@ def report(rows: dict, keys: list[str] | None = None) -> dict:
         best = min(complete, key=lambda k: complete[k][picked_on]["objective"])
         picks[picked_on] = best
         s = complete[best][held_out]
-        print(f"picked on {picked_on}: {best}  ->  on {held_out}: MAE x{s['mae_x']:.3f}, soft-band x{s['soft_x']:.3f}, "
+        print(f"picked on {picked_on}: {changes(best)}  ->  on {held_out}: MAE x{s['mae_x']:.3f}, soft-band x{s['soft_x']:.3f}, "
               f"Grad x{s['grad_x']:.3f} (objective {s['objective']:.3f}; {s['worse_mae']} photos worse on MAE)")
-    return {"table": complete, "picks": picks}
+    return {"table": {changes(k): v for k, v in complete.items()}, "picks": {h: changes(k) for h, k in picks.items()}}
 
 
 def main(argv: list[str] | None = None) -> int:
