@@ -74,6 +74,7 @@ class Settings:
     person_weights: Path = PROJECT_ROOT / "model_weights" / "person-detector.tflite"  # absent: scene handling off (it never risks a subject)
     target: str = "auto"  # auto | subject | scene: the default when a request names no target
     decontaminate: bool = False  # estimate the foreground's colour in a cut-out's soft edges (not Azure's output)
+    refine: str = "auto"  # auto | on | off: a subject's matte re-solved along its edge at the photo's size (app/inference/matting.py)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     dtype: str = "auto"  # auto (fp16 on CUDA, fp32 on CPU) | float32 | float16 | bfloat16
     runtime: str = "auto"  # auto (onnxruntime for fp32 on the CPU when installed, else torch) | torch | onnxruntime
@@ -156,6 +157,8 @@ class Settings:
         self.cors_policy()  # raises on a malformed list
         if self.target not in TARGETS:
             raise SettingsError("BGR_TARGET must be auto, subject or scene")
+        if self.refine not in ("auto", "on", "off"):
+            raise SettingsError("BGR_REFINE must be auto, on or off")
         if self.runtime not in ("auto", "torch", "onnxruntime"):
             raise SettingsError("BGR_RUNTIME must be auto, torch or onnxruntime")
         if self.dtype not in ("auto", "float32", "float16", "bfloat16"):
