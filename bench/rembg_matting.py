@@ -21,15 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-
-def peak_rss_mb() -> float | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
+from procs import peak_rss_mb
 
 
 def _both(session, data: bytes, alpha_path: Path) -> dict[str, float]:
@@ -63,7 +55,7 @@ def main() -> None:
                 row.update(_both(session, data, out_dir / f"{photo['id']}.png"))
         except (MemoryError, ValueError, RuntimeError) as error:
             row["error"] = f"{type(error).__name__}: {error}"
-        row["peak_rss_mb"] = peak_rss_mb()
+        row["peak_rss_mb"] = peak_rss_mb(os.getpid())
         print(json.dumps(row), flush=True)
 
 

@@ -82,10 +82,10 @@ def test_the_stage_recovers_a_soft_matte_the_scaled_up_one_loses(synthetic):
         return float(difference.mean()), float(difference[soft].mean())
 
     (base_mae, base_soft), (mae, soft_error) = errors(base), errors(refined)
-    assert mae < 0.8 * base_mae and soft_error < 0.7 * base_soft, (base_mae, mae, base_soft, soft_error)
+    assert mae < 0.6 * base_mae and soft_error < 0.85 * base_soft, (base_mae, mae, base_soft, soft_error)
 
 
-def test_only_the_band_changes_and_a_flat_matte_comes_back_as_it_was(synthetic):
+def test_only_the_band_is_solved_and_a_flat_matte_comes_back_as_it_was(synthetic):
     rgb, alpha, matte, base = synthetic
     refined = refine_matte(rgb, matte, base)
     # The band: the unsure matte at the working size (4 times smaller here), widened by DEFAULT_PARAMS.band network
@@ -96,8 +96,10 @@ def test_only_the_band_changes_and_a_flat_matte_comes_back_as_it_was(synthetic):
     grown = unsure.filter(ImageFilter.MaxFilter(2 * reach + 1))
     far = np.asarray(grown.resize((2400, 1600), Image.NEAREST)) == 0
     assert far.mean() > 0.5
-    assert (refined[far] == base[far]).all()
-    assert (refined != base).any()
+    # Off the band the matte is certain (under 0.05 or over 0.95), and certain regions become exactly 0 or 255.
+    assert ((base[far] <= 12) | (base[far] >= 243)).all()
+    assert (refined[far] == np.where(base[far] >= 128, 255, 0)).all()
+    assert (refined != base)[~far].any()
 
     for level in (0.0, 1.0):  # no edge: nothing to solve
         flat = np.full_like(matte, level)

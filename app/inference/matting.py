@@ -6,8 +6,8 @@ unsure, from the photo's colours:
 
 1. **The band.** At a working size (``work_pixels``; the photo's own when smaller), the band is the network's unsure
    region (``low < matte < high``) widened by ``band`` network pixels: it follows the photo's size (it is measured
-   at the network's scale) and the matte's own uncertainty (soft regions of the matte widen it). Everything off the
-   band keeps the network's matte, byte for byte.
+   at the network's scale) and the matte's own uncertainty (soft regions of the matte widen it). Off the band the
+   matte is certain, and becomes exactly 0 or 255 there (``snap``), as a trimap's known regions are.
 2. **Closed-form matting in the band** (Levin, Lischinski & Weiss, PAMI 2008): alpha locally linear in colour
    within every 3 x 3 window. The network's matte stays in the objective as a soft prior, weighted ``prior`` where
    it is sure and ``prior_unsure`` where it is not, so where colour cannot decide the network's answer stands. The
@@ -55,6 +55,7 @@ class MattingParams:
     tolerance: float = 1e-5  # ... or until the residual has fallen by this
     guide_radius: float = 2.0  # the guided upsampling's windows, in network pixels
     guide_epsilon: float = 1e-4
+    snap: bool = True  # the certain regions (off the band) set to exactly 0 and 255, as a trimap takes them
     levels: float = 0.03  # the solved alpha stretched so that this much at each end becomes 0 or 1 (a background's haze)
 
 
@@ -268,7 +269,13 @@ def refine_matte(
     share = F.avg_pool2d(_grow(band[None, None].float(), 1), 3, 1, 1)
     maps = torch.cat((coefficients, share), 1)
 
-    out = base.copy()
+    if params.snap:
+        certain = np.arange(256, dtype=np.uint8)
+        certain[: int(params.low * 255) + 1] = 0
+        certain[int(np.ceil(params.high * 255)) :] = 255
+        out = certain[base]
+    else:
+        out = base.copy()
     block = WORK_TILE * factor
     ty, tx = torch.nonzero(active, as_tuple=True)
     per_chunk = max(1, CHUNK_PIXELS // (block * block))
@@ -278,7 +285,7 @@ def refine_matte(
         pixels = torch.from_numpy(_blocks(rgb, y_list, x_list, block)).permute(0, 3, 1, 2).float().div_(255)
         sampled = _sample(maps, factor, ys, xs, block)
         solved = ((sampled[:, :3] * pixels).sum(1) + sampled[:, 3]).sub_(params.levels).div_(1 - 2 * params.levels).clamp_(0, 1)
-        old = torch.from_numpy(_blocks(base, y_list, x_list, block)).float().div_(255)
+        old = torch.from_numpy(_blocks(out, y_list, x_list, block)).float().div_(255)  # blocks are disjoint: not yet written
         weight = sampled[:, 4]
         mixed = (old + weight * (solved - old)).mul_(255).add_(0.5).to(torch.uint8).numpy()
         touched = (weight > 0).numpy()
