@@ -30,7 +30,7 @@ from app.imaging.decode import (
 from app.imaging.png import iter_matte_png, iter_rgba_png
 from app.inference.batcher import Batcher, BatchFailedError, BatcherStoppedError, QueueFullError
 from app.inference.device_pixels import DevicePixels
-from app.inference.engine import Analysis, MattingEngine
+from app.inference.engine import Analysis, MattingEngine, RuntimeChoice
 from app.inference.foreground import estimate_foreground
 from app.inference.person import PersonDetector
 from app.inference.pipeline import matte_at_size, model_input
@@ -115,6 +115,7 @@ class Lane:
     batcher: Batcher
     resolution: int
     input_filter: Image.Resampling = Image.Resampling.BILINEAR
+    runtime: RuntimeChoice | None = None  # which runtime and precision serve it, and why (for /health/ready)
 
 
 class SegmentService:
@@ -241,7 +242,7 @@ class SegmentService:
         on_input: Callable[[int, int], None] | None = None,
     ) -> "SegmentService":
         """One lane per loaded engine, with the batcher of the same name; the first engine is the default."""
-        lanes = {name: Lane(batchers[name], engine.resolution, engine.input_filter) for name, engine in engines.items()}
+        lanes = {name: Lane(batchers[name], engine.resolution, engine.input_filter, engine.choice) for name, engine in engines.items()}
         default = next(iter(engines))
         return cls(
             lanes,

@@ -76,7 +76,8 @@ class Settings:
     decontaminate: bool = False  # estimate the foreground's colour in a cut-out's soft edges (not Azure's output)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     dtype: str = "auto"  # auto (fp16 on CUDA, fp32 on CPU) | float32 | float16 | bfloat16
-    runtime: str = "auto"  # auto (onnxruntime for fp32 on the CPU when installed, else torch) | torch | onnxruntime
+    runtime: str = "auto"  # auto (CPU: openvino bf16 where the CPU has native bf16, else onnxruntime fp32; CUDA: torch) | torch | onnxruntime | openvino
+    infer_requests: str = "auto"  # calls of one network run at once (OpenVINO streams); auto: one per 8 cores with OpenVINO, else 1
     resolution: int = 1024  # the model's square input side, a multiple of 32
     device_pixels: str = "auto"  # auto (on with CUDA) | on | off: JPEG decoding, the resize into the model and the matte's upsampling on the model's device
     second_resolution: str = "auto"  # auto (3/4 of the side on a GPU, none on the CPU) | 0 (one pass) | a side: a second pass, logits averaged
@@ -156,8 +157,10 @@ class Settings:
         self.cors_policy()  # raises on a malformed list
         if self.target not in TARGETS:
             raise SettingsError("BGR_TARGET must be auto, subject or scene")
-        if self.runtime not in ("auto", "torch", "onnxruntime"):
-            raise SettingsError("BGR_RUNTIME must be auto, torch or onnxruntime")
+        if self.runtime not in ("auto", "torch", "onnxruntime", "openvino"):
+            raise SettingsError("BGR_RUNTIME must be auto, torch, onnxruntime or openvino")
+        if self.infer_requests != "auto" and not (self.infer_requests.isdigit() and int(self.infer_requests) >= 1):
+            raise SettingsError("BGR_INFER_REQUESTS must be auto or a whole number of at least 1")
         if self.dtype not in ("auto", "float32", "float16", "bfloat16"):
             raise SettingsError("BGR_DTYPE must be auto, float32, float16 or bfloat16")
         if self.device_pixels not in ("auto", "on", "off"):

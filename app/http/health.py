@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -18,7 +20,7 @@ async def ready(request: Request) -> Response:
         return JSONResponse({"status": "not ready"}, status_code=503)
     batchers: dict[str, Batcher] = request.state.batchers
     service: SegmentService = request.state.segment_service
-    models = {name: _batcher_stats(batcher) for name, batcher in batchers.items()}
+    models = {name: {**_batcher_stats(batcher), **_runtime(service, name, batcher)} for name, batcher in batchers.items()}
     totals = {key: sum(stats[key] for stats in models.values()) for key in ("queue_depth", "batches", "images", "failed_batches", "abandoned")}
     # The totals keep their place at the top; "models" lists what was loaded, for clients and the web page's picker.
     return JSONResponse(
@@ -30,6 +32,12 @@ async def ready(request: Request) -> Response:
             "models": models,
         }
     )
+
+
+def _runtime(service: SegmentService, name: str, batcher: Batcher) -> dict[str, object]:
+    """Which runtime and precision serve the network and why (the engine's choice), and its calls in flight at most."""
+    choice = service.lane(name).runtime
+    return {"runtime": asdict(choice) if choice is not None else None, "infer_requests": batcher.concurrency}
 
 
 def _batcher_stats(batcher: Batcher) -> dict[str, int]:
