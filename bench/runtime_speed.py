@@ -1,7 +1,7 @@
 """Issue 26's speed goals in one run: the service as served against today's fp32 engine and rembg's server, in turns.
 
     python bench/runtime_speed.py [--rounds 2] [--concurrency 1,4,8] [--requests 8] [--sizes 2]
-    python bench/runtime_speed.py --systems served,openvino-f32,today --concurrency 1   # the no-bf16 path
+    python bench/runtime_speed.py --systems today,bf16-off,openvino-f32 --concurrency 1,4   # the no-bf16 path
 
 Every cell is bench/throughput.py's (a fresh server per system and round, one uncounted warm-up, then
 closed-loop clients sending the same 2 MP JPEG as backgroundRemoval). The systems take turns, round
@@ -9,7 +9,9 @@ after round, so a busy moment on a shared machine falls on all of them:
 
 - ``served``: the service on its defaults (``BGR_RUNTIME=auto``: what this machine picks);
 - ``today``: the service on today's CPU engine (``BGR_RUNTIME=onnxruntime``, fp32);
+- ``bf16-off``: the defaults with bf16 switched off (``BGR_DTYPE=float32``): what ``auto`` serves on a CPU without native bf16;
 - ``openvino-f32``: OpenVINO held to f32 (``BGR_DTYPE=float32 BGR_RUNTIME=openvino``): what a CPU without native bf16 would get from OpenVINO;
+- ``served-2-requests``: the defaults with two inference requests in flight (``BGR_INFER_REQUESTS=2``: two OpenVINO streams);
 - ``rembg-server``: ``rembg s`` on the same weights (bench/throughput.py's set-up).
 
 Reported per system and concurrency: the median over rounds of p50 latency and of images/s, and the
@@ -35,7 +37,9 @@ import throughput  # noqa: E402
 SYSTEMS = {
     "served": ["--systems", "service"],
     "today": ["--systems", "service", "--service-env", "BGR_RUNTIME=onnxruntime"],
+    "bf16-off": ["--systems", "service", "--service-env", "BGR_DTYPE=float32"],
     "openvino-f32": ["--systems", "service", "--service-env", "BGR_RUNTIME=openvino", "--service-env", "BGR_DTYPE=float32"],
+    "served-2-requests": ["--systems", "service", "--service-env", "BGR_INFER_REQUESTS=2"],
     "rembg-server": ["--systems", "rembg-server"],
 }
 
@@ -88,8 +92,10 @@ def main() -> int:
             if get("served", level, "images_per_s") and get("rembg-server", level, "images_per_s"):
                 ratios[f"{mode}: served images/s / rembg server's at {level} clients (goal at 4: >= 2.5)"] = get("served", level, "images_per_s") / get("rembg-server", level, "images_per_s")
         for level in (1, 4):
-            if get("openvino-f32", level, "p50_s") and get("today", level, "p50_s"):
-                ratios[f"{mode}: OpenVINO f32 p50 / today's (ONNX Runtime fp32) at {level} clients"] = get("openvino-f32", level, "p50_s") / get("today", level, "p50_s")
+            for name in ("bf16-off", "openvino-f32"):
+                if get(name, level, "images_per_s") and get("today", level, "images_per_s"):
+                    ratios[f"{mode}: {name} p50 / today's at {level} clients"] = get(name, level, "p50_s") / get("today", level, "p50_s")
+                    ratios[f"{mode}: {name} images/s / today's at {level} clients"] = get(name, level, "images_per_s") / get("today", level, "images_per_s")
     print("\n" + "\n".join(f"{name}: {value:.3f}" for name, value in ratios.items()))
     report = {"machine": throughput.machine(), "load_average_1min_at_each_start": load, "summary": summary, "ratios": ratios, "args": vars(args) | {"out": str(args.out)}}
     path = args.out / f"runtime-speed-{run}.json"
