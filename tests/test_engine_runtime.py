@@ -276,3 +276,15 @@ def test_the_server_resizes_as_the_engine_asks_for_one_pass_or_two(weights, tmp_
     assert local.input_filter == (Image.Resampling.LANCZOS if second != "0" else Image.Resampling.BILINEAR)
     matte = local.predict(model_input(rgb, local.resolution, local.input_filter)[None])[0]
     assert np.abs(served - matte_at_size(matte, *picture.size).astype(int)).max() <= 1
+
+
+def test_an_input_too_small_for_openvino_falls_back_to_onnxruntime_under_auto():
+    from app.inference.engine import OPENVINO_MIN_SIDE, small_input_choice
+
+    bf16 = RuntimeChoice("openvino", "bfloat16", "native bf16")
+    assert small_input_choice(bf16, OPENVINO_MIN_SIDE, "auto") == bf16
+    assert runtime_and_precision(small_input_choice(bf16, 32, "auto")) == ("onnxruntime", "float32")
+    with pytest.raises(ValueError, match="at least 64"):
+        small_input_choice(bf16, 32, "openvino")
+    fp32 = RuntimeChoice("onnxruntime", "float32", "")
+    assert small_input_choice(fp32, 32, "auto") == fp32

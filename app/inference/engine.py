@@ -268,6 +268,20 @@ def network_choice(network: CataloguedNetwork, machine: RuntimeChoice, configure
     return RuntimeChoice("onnxruntime", "float32", "a published graph: ONNX Runtime")
 
 
+# OpenVINO's shape inference refuses a pooling window larger than its input, where ONNX Runtime and PyTorch pool
+# what there is: IS-Net's first stage pools its half-size input five times, so it needs sides of 64 and more.
+OPENVINO_MIN_SIDE = 64
+
+
+def small_input_choice(choice: RuntimeChoice, smallest_side: int, configured: str) -> RuntimeChoice:
+    """``choice``, unless OpenVINO would be given an input under OPENVINO_MIN_SIDE: then ONNX Runtime fp32 (an error if OpenVINO was asked for)."""
+    if choice.runtime != "openvino" or smallest_side >= OPENVINO_MIN_SIDE:
+        return choice
+    if configured == "openvino":
+        raise ValueError(f"BGR_RUNTIME=openvino needs model inputs of at least {OPENVINO_MIN_SIDE} pixels a side (BGR_RESOLUTION, BGR_SECOND_RESOLUTION)")
+    return RuntimeChoice("onnxruntime", "float32", f"a model input of {smallest_side} pixels, under the {OPENVINO_MIN_SIDE} OpenVINO's pooling needs: ONNX Runtime fp32")
+
+
 @dataclass(frozen=True)
 class Analysis:
     """What the models say about one image, at their own resolutions."""
@@ -311,7 +325,11 @@ class MattingEngine:
         capabilities = machine_capabilities(installed) if device.type == "cpu" else CpuCapabilities(cores=0)
         machine = choose_runtime(settings.runtime, settings.dtype, device, capabilities, installed)
         network = resolve_network(model or settings.model, settings)
-        choice = network_choice(network, machine, settings.runtime, device)
+        preprocess = network.preprocess
+        resolution = settings.resolution if preprocess.resizable else preprocess.side
+        # A published graph may fix its input size: only resizable networks take a second pass.
+        second_resolution = pick_second_resolution(settings.second_resolution, resolution, device) if preprocess.resizable else 0
+        choice = small_input_choice(network_choice(network, machine, settings.runtime, device), min(filter(None, (resolution, second_resolution))), settings.runtime)
         dtype = _DTYPES[choice.precision] if choice.runtime == "torch" else torch.float32  # other runtimes take float32 in and out
         if dtype == torch.bfloat16 and device.type == "cpu" and not cpu_has_native_bf16():
             log.warning("this CPU lacks what oneDNN's bf16 convolutions need (AVX-512 BW/VL/DQ or AVX-NE-CONVERT): bf16 runs 6-10x slower than fp32")
@@ -320,10 +338,6 @@ class MattingEngine:
         if scene is None:
             scene = load_scene_networks(settings, machine, device, _DTYPES[machine.precision] if machine.runtime == "torch" else torch.float32, requests)
         sky_model, person_detector = scene
-        preprocess = network.preprocess
-        resolution = settings.resolution if preprocess.resizable else preprocess.side
-        # A published graph may fix its input size: only resizable networks take a second pass.
-        second_resolution = pick_second_resolution(settings.second_resolution, resolution, device) if preprocess.resizable else 0
         pixels_on_device = use_device_pixels(settings.device_pixels, device)
         log.info(
             "model loaded",
