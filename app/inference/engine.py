@@ -15,7 +15,7 @@ from PIL import Image
 from torch import nn
 
 from app.catalogue import CATALOGUE, DEFAULT_MODEL, IMAGENET_MEAN, IMAGENET_STD, CatalogueError, Network as CataloguedNetwork, Preprocess, lookup
-from app.cpu import CpuCapabilities, cpu_capabilities
+from app.cpu import CpuCapabilities, available_cores, cpu_capabilities
 from app.inference.device_pixels import DevicePixels, use_device_pixels
 from app.inference.families import loader
 from app.inference.isnet import ISNet
@@ -209,8 +209,14 @@ def _load(
         return loader(weights, device=device, dtype=dtype).to(memory_format=torch.channels_last)
     graph = exported_onnx(weights, loader, default_cache_dir() / "onnx")
     if choice.runtime == "openvino":
-        return OvModel(graph, choice.precision, threads=threads, requests=requests, cache_dir=openvino_cache_dir())
+        return _openvino(graph, choice, threads, requests)
     return OrtModel(graph, threads=threads)
+
+
+def _openvino(graph: Path, choice: RuntimeChoice, threads: int, requests: int, output: int = 0) -> OvModel:
+    # BGR_TORCH_THREADS, else the cores this process may use: OpenVINO's own default (every core of the
+    # affinity) would overrun a container's CPU limit.
+    return OvModel(graph, choice.precision, threads=threads or available_cores(), requests=requests, cache_dir=openvino_cache_dir(), output=output)
 
 
 def openvino_cache_dir() -> Path:
@@ -250,7 +256,7 @@ def _load_network(
     if network.runtime == "torch":
         return _load(choice, weights, loader(network.family), device, dtype, threads, requests)
     if choice.runtime == "openvino":
-        return OvModel(weights, choice.precision, threads=threads, requests=requests, cache_dir=openvino_cache_dir(), output=network.preprocess.output)
+        return _openvino(weights, choice, threads, requests, network.preprocess.output)
     # A published graph otherwise runs on ONNX Runtime, on CUDA where onnxruntime-gpu offers it.
     return OrtModel(weights, threads=threads, output=network.preprocess.output, cuda=device.type == "cuda")
 

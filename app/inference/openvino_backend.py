@@ -19,7 +19,6 @@ from that many threads at once.
 from __future__ import annotations
 
 import importlib.util
-import logging
 import queue
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-log = logging.getLogger(__name__)
+from app.inference.ort_backend import call_graph
 
 # BGR_DTYPE's names -> OpenVINO's INFERENCE_PRECISION_HINT
 PRECISION_HINTS = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}
@@ -113,9 +112,4 @@ class OvModel:
             self._idle.put(request)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        array = np.ascontiguousarray(x.detach().float().cpu().numpy(), dtype=np.float32)
-        if self.single and len(array) > 1:
-            out = np.concatenate([self._run(array[i : i + 1]) for i in range(len(array))])
-        else:
-            out = self._run(array)
-        return torch.from_numpy(np.ascontiguousarray(out[:, :1])).to(x.device)
+        return call_graph(self._run, x, self.single)
