@@ -107,11 +107,11 @@ def test_forced_runtimes_and_the_gpu():
 def test_a_published_graph_stays_on_onnxruntime_unless_openvino_is_asked_for():
     machine = choose_runtime("auto", "auto", CPU, ZEN4, BOTH)
     published, ported = CATALOGUE["birefnet-general-lite"], CATALOGUE["u2netp"]
-    assert network_choice(ported, machine, "auto", CPU) == machine
-    kept = network_choice(published, machine, "auto", CPU)
+    assert network_choice(ported, machine, "auto") == machine
+    kept = network_choice(published, machine, "auto")
     assert runtime_and_precision(kept) == ("onnxruntime", "float32") and "quality gate" in kept.reason
     forced = choose_runtime("openvino", "auto", CPU, ZEN4, BOTH)
-    assert network_choice(published, forced, "openvino", CPU) == forced
+    assert network_choice(published, forced, "openvino") == forced
 
 
 def test_requests_in_flight_grow_with_the_cores_on_openvino_only():

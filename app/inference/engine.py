@@ -153,6 +153,9 @@ def choose_runtime(runtime: str, dtype: str, device: torch.device, cpu: CpuCapab
     return RuntimeChoice("torch", precision, f"PyTorch in {precision}: no CPU runtime for it is installed (onnxruntime, openvino)")
 
 
+CORES_PER_REQUEST = 8  # BGR_INFER_REQUESTS=auto with OpenVINO: one request in flight per this many cores
+
+
 def pick_infer_requests(configured: str, choice: RuntimeChoice, cores: int) -> int:
     """BGR_INFER_REQUESTS as a number: how many calls of one network run at once.
 
@@ -167,9 +170,6 @@ def pick_infer_requests(configured: str, choice: RuntimeChoice, cores: int) -> i
     if configured != "auto":
         return int(configured)
     return max(1, cores // CORES_PER_REQUEST) if choice.runtime == "openvino" else 1
-
-
-CORES_PER_REQUEST = 8
 
 
 SceneNetworks = tuple[Network | None, PersonDetector | None]
@@ -261,7 +261,7 @@ def _load_network(
     return OrtModel(weights, threads=threads, output=network.preprocess.output, cuda=device.type == "cuda")
 
 
-def network_choice(network: CataloguedNetwork, machine: RuntimeChoice, configured: str, device: torch.device) -> RuntimeChoice:
+def network_choice(network: CataloguedNetwork, machine: RuntimeChoice, configured: str) -> RuntimeChoice:
     """The machine's choice for the project's own networks; a published graph under ``auto`` keeps ONNX Runtime in fp32.
 
     The quality gate measured the project's networks (IS-Net, the sky network) in bf16, not the
@@ -335,7 +335,7 @@ class MattingEngine:
         resolution = settings.resolution if preprocess.resizable else preprocess.side
         # A published graph may fix its input size: only resizable networks take a second pass.
         second_resolution = pick_second_resolution(settings.second_resolution, resolution, device) if preprocess.resizable else 0
-        choice = small_input_choice(network_choice(network, machine, settings.runtime, device), min(filter(None, (resolution, second_resolution))), settings.runtime)
+        choice = small_input_choice(network_choice(network, machine, settings.runtime), min(filter(None, (resolution, second_resolution))), settings.runtime)
         dtype = _DTYPES[choice.precision] if choice.runtime == "torch" else torch.float32  # other runtimes take float32 in and out
         if dtype == torch.bfloat16 and device.type == "cpu" and not cpu_has_native_bf16():
             log.warning("this CPU lacks what oneDNN's bf16 convolutions need (AVX-512 BW/VL/DQ or AVX-NE-CONVERT): bf16 runs 6-10x slower than fp32")
