@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import glob
 import json
 import os
@@ -271,20 +270,16 @@ SERVING_ONLY = frozenset({"workers"})  # `remove` runs in one process; its --wor
 
 def add_setting_options(parser: argparse.ArgumentParser, leave_out: frozenset[str] = frozenset()) -> None:
     group = parser.add_argument_group("settings (each overrides its BGR_* environment variable)")
-    for f in dataclasses.fields(Settings):
-        if f.name in leave_out:
+    for name in Settings.model_fields:
+        if name in leave_out:
             continue
-        group.add_argument(f"--{f.name.replace('_', '-')}", dest=f"setting_{f.name}", metavar=f.name.upper(), default=None)
+        group.add_argument(f"--{name.replace('_', '-')}", dest=f"setting_{name}", metavar=name.upper(), default=None)
 
 
 def load_settings(args: argparse.Namespace) -> Settings:
-    environ = dict(os.environ)
-    for f in dataclasses.fields(Settings):
-        value = getattr(args, f"setting_{f.name}", None)
-        if value is not None:
-            environ[f"BGR_{f.name.upper()}"] = value
+    options = {f"BGR_{name.upper()}": getattr(args, f"setting_{name}", None) for name in Settings.model_fields}
     try:
-        return Settings.from_env(environ)
+        return Settings.from_env(overrides={name: value for name, value in options.items() if value is not None})
     except SettingsError as error:
         raise UsageError(str(error)) from None
 
