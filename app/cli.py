@@ -17,7 +17,9 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Awaitable, Callable, Sequence
+from typing import Awaitable, Callable, Sequence, TextIO
+
+from tqdm import tqdm
 
 from app.settings import Settings, SettingsError
 
@@ -78,25 +80,43 @@ def plan_jobs(images: list[tuple[Path, Path]], output_dir: Path | None, suffix: 
 # ---------------------------------------------------------------- progress
 
 
-@dataclass
-class Progress:
-    total: int
-    stream: object = sys.stderr
-    done: int = 0
-    started: float = field(default_factory=time.monotonic)
+# tqdm's counters, rate (never inverted to s/img) and time left: a bar on a terminal, a line per image elsewhere.
+BAR_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} images [{elapsed}<{remaining}, {rate_noinv_fmt}]"
+LINE_FORMAT = "{n_fmt}/{total_fmt} images {rate_noinv_fmt}  {remaining} left"
 
-    def step(self) -> None:
+
+class Progress:
+    """Images done of ``total``: tqdm's bar where ``stream`` is a terminal; elsewhere (a log file, a pipe, CI) one
+    plain line per image, which a bar redrawn with carriage returns would garble."""
+
+    def __init__(self, total: int, stream: TextIO = sys.stderr) -> None:
+        self.total = total
+        self.stream = stream
+        self.started = time.monotonic()
+        self.done = 0
+        self._bar = None
+        if stream.isatty():
+            # A terminal that reports no size (a pseudo-terminal nobody sized) would get its bar cut or hidden.
+            sized = {"dynamic_ncols": True} if all(_terminal_size(stream)) else {"ncols": 100, "nrows": 24}
+            self._bar = tqdm(total=total, file=stream, unit="img", bar_format=BAR_FORMAT, **sized)
+
+    def step(self, what: str) -> None:
+        """One image done; ``what``: the image and its outcome, for the plain line."""
         self.done += 1
-        elapsed = max(time.monotonic() - self.started, 1e-6)
-        rate = self.done / elapsed
-        left = (self.total - self.done) / rate if rate > 0 else 0
-        width = 24
-        filled = int(width * self.done / max(self.total, 1))
-        line = (
-            f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} images"
-            f"  {rate:.2f} img/s  {int(left) // 60}:{int(left) % 60:02d} left"
-        )
-        print(line, end="" if self.done < self.total else "\n", file=self.stream, flush=True)
+        if self._bar is not None:
+            self._bar.update()
+            if self.done == self.total:
+                self._bar.close()
+            return
+        line = tqdm.format_meter(self.done, self.total, time.monotonic() - self.started, unit="img", bar_format=LINE_FORMAT)
+        print(f"{line}  {what}", file=self.stream, flush=True)
+
+
+def _terminal_size(stream: TextIO) -> tuple[int, int]:
+    try:
+        return tuple(os.get_terminal_size(stream.fileno()))  # type: ignore[return-value]
+    except (OSError, ValueError):
+        return (0, 0)
 
 
 # ---------------------------------------------------------------- segmenters
@@ -198,10 +218,12 @@ async def run_jobs(jobs: list[Job], segment: Segment, workers: int, skip_existin
 
     async def one(job: Job) -> None:
         async with slots:
+            outcome = "failed"
             try:
                 if job.target.exists() and not overwrite:
                     if skip_existing:
                         summary.skipped.append(job.source)
+                        outcome = "skipped"
                         return
                     raise EndpointError(f"{job.target} exists (use --overwrite or --skip-existing)")
                 try:
@@ -212,10 +234,11 @@ async def run_jobs(jobs: list[Job], segment: Segment, workers: int, skip_existin
                 job.target.parent.mkdir(parents=True, exist_ok=True)
                 await asyncio.to_thread(job.target.write_bytes, png)
                 summary.written.append(job.target)
+                outcome = "written"
             except EndpointError as error:
                 summary.failed.append((job.source, str(error)))
             finally:
-                progress.step()
+                progress.step(f"{job.source}: {outcome}")
 
     await asyncio.gather(*(one(job) for job in jobs))
     return summary
