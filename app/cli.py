@@ -342,7 +342,7 @@ def weights(args: argparse.Namespace) -> int:
     manifest = json.loads(manifest_file.read_text())
     if args.action == "show":
         keys = ("architecture", "source_package", "source_version", "onnx_sha256") if name == DEFAULT_MODEL else ("model", "family", "source_url", "source_md5", "source_sha256")
-        for key in keys + ("safetensors_sha256", "tensors", "licence", "licence_source"):
+        for key in keys + ("safetensors_sha256", "tensors", "licence", "licence_source", "fetched_from", "fetched_from_licence"):
             print(f"{key:20s} {manifest.get(key)}")
         print(f"{'file':20s} {path} ({path.stat().st_size:,} bytes)")
         return 0

@@ -54,7 +54,7 @@ def test_every_default_in_the_readme_table_is_the_codes():
         assert getattr(as_set, field) == default, f"{name}: README says {value}"
 
 
-def test_the_models_table_lists_every_catalogued_network_with_its_licence_and_whether_it_was_measured():
+def test_the_models_table_lists_every_catalogued_network_with_its_licence_where_it_comes_from_and_whether_it_was_measured():
     from app.catalogue import NETWORKS
 
     catalogue_row = r"^\| `([a-z0-9_.-]+)` \| [^\n]*measured here \|$"  # the catalogue table's rows end in its last column
@@ -62,5 +62,6 @@ def test_the_models_table_lists_every_catalogued_network_with_its_licence_and_wh
     for network in NETWORKS:
         row = rows[network.name]
         assert network.licence.name in row and network.purpose in row, network.name
+        assert f"{network.fetched_from.name}: {network.fetched_from.licence.split(' (')[0]}" in row, network.name
         assert row.endswith("| measured here |" if network.measured else "| not measured here |"), network.name
         assert ("needs `BGR_ACCEPT_LICENCES`" in row) == network.needs_acceptance, network.name
