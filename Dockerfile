@@ -28,14 +28,15 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 # runtime.txt: the runtime dependencies less torch (installed first, from the PyTorch index);
 # cpu.txt: the cpu extra (OpenVINO, the bf16 runtime), for the CPU image only;
-# convert.txt: what `python -m app.weights fetch` needs besides torch (numpy, safetensors, httpx, the convert extra).
+# convert.txt: what `python -m app.weights fetch` needs besides torch (numpy, safetensors, httpx, pydantic-settings for
+# the settings it reads, the convert extra).
 RUN mkdir /reqs && python -c "import re, tomllib; \
 p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
 deps = p['dependencies']; \
 name = lambda d: re.match(r'[A-Za-z0-9._-]+', d).group().lower(); \
 open('/reqs/runtime.txt', 'w').write('\n'.join(d for d in deps if name(d) != 'torch') + '\n'); \
 open('/reqs/cpu.txt', 'w').write('\n'.join(p['optional-dependencies']['cpu']) + '\n'); \
-open('/reqs/convert.txt', 'w').write('\n'.join([d for d in deps if name(d) in ('numpy', 'safetensors', 'httpx')] + p['optional-dependencies']['convert']) + '\n')"
+open('/reqs/convert.txt', 'w').write('\n'.join([d for d in deps if name(d) in ('numpy', 'safetensors', 'httpx', 'pydantic-settings')] + p['optional-dependencies']['convert']) + '\n')"
 COPY app ./app
 RUN pip wheel --no-deps --wheel-dir /wheels .
 

@@ -1,4 +1,4 @@
-"""The FastAPI application: lifespan wiring of model, batcher and clients; routes; Azure errors."""
+"""The FastAPI application: lifespan wiring of model, batcher and clients; the mounted APIs and their errors."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 import logging
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import AsyncIterator, Mapping
+from typing import AsyncIterator, Awaitable, Callable, Mapping, cast
 
 import httpx
 from fastapi import FastAPI
@@ -15,16 +15,13 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, Response
 
-from app import __version__
-from app.http import azure, errors, health, rembg, removebg
-from app.http.removebg_errors import RemoveBgError, unknown_operation
-from app.http.removebg_errors import internal_error as removebg_internal_error
+from app.http import azure, health, rembg, removebg
+from app.http.api import Api, ApiError, MountedApis, openapi_document
 from app.http.auth import KeyChecker
 from app.http.body import MAX_IMAGE_BYTES
 from app.http.cors import CorsMiddleware
 from app.http.early_answer import EarlyAnswerMiddleware
-from app.http.middleware import AzureHeadersMiddleware
-from app.http.openapi import openapi_document
+from app.http.middleware import ApiHeadersMiddleware
 from app.http.streaming import ClientGone
 from app.http.unexpected import UnexpectedErrorMiddleware
 from app.http.url_fetch import UrlPolicy
@@ -37,6 +34,8 @@ from app.settings import Settings
 
 log = logging.getLogger("app")
 WEB_ROOT = Path(__file__).resolve().parent / "web" / "static"
+# The imitated APIs, each a package of app/http/; the first is the gateway, whose words answer every path no API owns.
+APIS: tuple[Api, ...] = (azure.api, rembg.api, removebg.api)
 
 
 def create_app(
@@ -106,8 +105,6 @@ def create_app(
                     "ready": ready,
                     "key_checker": key_checker,
                     "segment_service": service,
-                    "batchers": batchers,
-                    "pixel_budget": pixel_budget,
                     "http_client": http_client,
                     "url_policy": url_policy,
                     "body_timeout_s": settings.body_timeout_s,
@@ -128,21 +125,22 @@ def create_app(
                 )
 
     app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    for path in azure.SEGMENT_PATHS:
-        app.add_api_route(path, azure.segment, methods=["POST"])
-    app.add_api_route(removebg.REMOVEBG_PATH, removebg.removebg, methods=["POST"])
-    app.add_api_route(removebg.ACCOUNT_PATH, removebg.account, methods=["GET"])
-    app.add_api_route(rembg.PATH, rembg.remove_from_url, methods=["GET"])
-    app.add_api_route(rembg.PATH, rembg.remove_from_file, methods=["POST"])
-    # Each API operation's path; every other path answers in Azure's words (its gateway's 404), but remove.bg's /v1.0/.
-    api_paths = {**{path: "azure" for path in azure.SEGMENT_PATHS}, rembg.PATH: "rembg", removebg.REMOVEBG_PATH: "removebg"}
+    apis = MountedApis(APIS)
 
-    def api_of(path: str) -> str:
-        return "removebg" if path.startswith(removebg.PATH_PREFIX) else api_paths.get(path, "azure")
+    def answer(api: Api) -> Callable[[Request, Exception], Awaitable[Response]]:
+        async def refused(request: Request, error: Exception) -> Response:
+            refusal = cast(ApiError, error)
+            metrics.rejected.labels(api.name, refusal.reason).inc()
+            return refusal.response()
 
+        return refused
+
+    for api in APIS:
+        app.include_router(api.router)
+        app.add_exception_handler(api.error, answer(api))
     app.add_api_route("/health/live", health.live, methods=["GET"])
     app.add_api_route("/health/ready", health.ready, methods=["GET"])
-    document = openapi_document(version=__version__)
+    document = openapi_document(APIS)
 
     async def openapi(request: Request) -> Response:
         return JSONResponse(document)
@@ -159,46 +157,26 @@ def create_app(
     app.mount("/static", StaticFiles(directory=WEB_ROOT), name="static")
     def internal_error(path: str) -> Response:
         """A bug's 500, in the words of the API the path belongs to."""
-        api = api_of(path)
-        metrics.rejected.labels(api, "internal").inc()
-        if api == "removebg":
-            return removebg_internal_error().response()
-        return rembg.internal_error() if api == "rembg" else errors.internal_error().response()
+        api = apis.answering(path)
+        metrics.rejected.labels(api.name, "internal").inc()
+        return api.internal_error()
 
-    # Outermost last: the Azure headers and the access log see every answer, drained and CORS ones too.
+    # Outermost last: the API headers and the access log see every answer, drained and CORS ones too.
     app.add_middleware(UnexpectedErrorMiddleware, answer=internal_error)
     app.add_middleware(CorsMiddleware, policy=settings.cors_policy())
     app.add_middleware(EarlyAnswerMiddleware, max_bytes=settings.drain_max_bytes, deadline_s=settings.body_timeout_s)
-    app.add_middleware(AzureHeadersMiddleware, metrics=metrics, api_paths=api_paths)
-
-    @app.exception_handler(errors.AzureError)
-    async def azure_error(request: Request, error: errors.AzureError) -> Response:
-        metrics.rejected.labels("azure", error.reason).inc()
-        return error.response()
-
-    @app.exception_handler(rembg.RembgError)
-    async def rembg_error(request: Request, error: rembg.RembgError) -> Response:
-        metrics.rejected.labels("rembg", error.reason).inc()
-        return error.response()
-
-    @app.exception_handler(RemoveBgError)
-    async def removebg_error(request: Request, error: RemoveBgError) -> Response:
-        metrics.rejected.labels("removebg", error.reason).inc()
-        return error.response()
+    app.add_middleware(ApiHeadersMiddleware, metrics=metrics, apis=apis)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> Response:
-        if api_of(request.url.path) == "removebg":  # an unknown path under /v1.0/, or a method its operation lacks
-            return await removebg_error(request, unknown_operation(error.status_code))
-        if api_of(request.url.path) == "rembg":  # a method rembg's route does not take: Starlette's 405
-            return await rembg_error(request, rembg.http_error(error.status_code))
-        # Unknown paths and methods: what APIM answers for an operation it does not know.
-        return await azure_error(request, errors.resource_not_found())
+        # An unknown path, or a method its operation lacks, in the words of the API the path belongs to.
+        api = apis.answering(request.url.path)
+        return await answer(api)(request, api.routing_error(error.status_code))
 
     @app.exception_handler(ClientDisconnect)
     @app.exception_handler(ClientGone)
     async def client_gone(request: Request, error: Exception) -> Response:
-        metrics.rejected.labels(api_of(request.url.path), "client_gone").inc()
+        metrics.rejected.labels(apis.answering(request.url.path).name, "client_gone").inc()
         return Response(status_code=499)  # nobody reads it; the status is for the log
 
     return app

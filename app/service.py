@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import partial
 from typing import Any, Callable, Iterator, Literal, Mapping, get_args
 
@@ -62,6 +62,7 @@ class Cutout:
     rgb: np.ndarray  # H x W x 3 uint8: the photo's colours (the foreground's estimate where decontaminated)
     alpha: np.ndarray  # H x W uint8
     target: Target
+    person_score: float | None = None  # the person detector's probability for the photo; None: not asked, nor by the scene rule
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,7 @@ class ImageStream:
     measures: SceneMeasures | None = None  # what an "auto" decision was made from
     media_type: str = "image/png"
     headers: Mapping[str, str] = field(default_factory=dict)  # an encoder's own (sizes, boxes)
+    person_score: float | None = None  # as in :class:`Cutout`
 
     def close(self) -> None:
         release, self._release = self._release, None
@@ -106,6 +108,41 @@ class Composed:
     encoded: Encoded
     target: Target
     measures: SceneMeasures | None
+    person_score: float | None
+
+
+@dataclass(frozen=True)
+class LaneCounters:
+    """One network's queue and what its batcher has done since the start."""
+
+    queue_depth: int
+    batches: int
+    images: int
+    failed_batches: int
+    abandoned: int
+
+
+@dataclass(frozen=True)
+class LaneServing:
+    """How one network runs: the engine's runtime choice (runtime, precision, reason) and its calls in flight at most."""
+
+    runtime: RuntimeChoice | None
+    infer_requests: int
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """What the service holds and has done, for /health/ready: each network's counters, and the pixels in flight."""
+
+    default_model: str
+    models: Mapping[str, LaneCounters]  # the loaded networks, the default first
+    pixels_in_flight: int
+    serving: Mapping[str, LaneServing] = field(default_factory=dict)  # how each network runs (none: not known)
+
+    @property
+    def totals(self) -> LaneCounters:
+        """The counters summed over the networks."""
+        return LaneCounters(**{f.name: sum(getattr(counters, f.name) for counters in self.models.values()) for f in fields(LaneCounters)})
 
 
 @dataclass(frozen=True)
@@ -220,17 +257,33 @@ class SegmentService:
             alpha = np.asarray(Image.fromarray(alpha).resize((prepared.width, prepared.height), Image.BILINEAR))
         return alpha, target, measures
 
+    def _person_score(self, prepared: Prepared, measures: SceneMeasures | None, asked: bool) -> float | None:
+        """The scene rule's person score where it asked the detector; else the detector's, when ``asked``."""
+        if measures is not None and measures.person is not None:
+            return measures.person
+        if not asked or self._person_detector is None or prepared.rgb is None:
+            return None
+        return self._person_detector.score(prepared.rgb)
+
     def _compose(
-        self, prepared: Prepared, analysis: Analysis, mode: Mode, choice: TargetChoice, decontaminate: bool, encode: Encoder | None
+        self,
+        prepared: Prepared,
+        analysis: Analysis,
+        mode: Mode,
+        choice: TargetChoice,
+        decontaminate: bool,
+        encode: Encoder | None,
+        score_person: bool,
     ) -> Composed:
         alpha, target, measures = self._alpha(prepared, analysis, choice)
+        person = self._person_score(prepared, measures, score_person)
         if mode == "foregroundMatting":
-            return Composed(Encoded(iter_matte_png(alpha, self._matte_png_compression)), target, measures)
+            return Composed(Encoded(iter_matte_png(alpha, self._matte_png_compression)), target, measures, person)
         assert prepared.rgb is not None
         colours = estimate_foreground(prepared.rgb, alpha) if decontaminate else prepared.rgb
         if encode is not None:
-            return Composed(encode(Cutout(colours, alpha, target)), target, measures)
-        return Composed(Encoded(iter_rgba_png(colours, alpha, self._png_compression)), target, measures)
+            return Composed(encode(Cutout(colours, alpha, target, person)), target, measures, person)
+        return Composed(Encoded(iter_rgba_png(colours, alpha, self._png_compression)), target, measures, person)
 
     @classmethod
     def from_settings(
@@ -261,13 +314,17 @@ class SegmentService:
         )
 
     @property
-    def person_detector(self) -> PersonDetector | None:
-        """The person detector the scene rule asks, for an API that reports what it found (remove.bg's X-Type)."""
-        return self._person_detector
-
-    @property
     def scene_handling(self) -> bool:
         return self._scene_rule is not None
+
+    def readiness(self) -> Readiness:
+        """Each network's queue depth and batch counters, and the full-size pixels held now."""
+        models = {}
+        for name, lane in self._lanes.items():
+            stats = lane.batcher.stats
+            models[name] = LaneCounters(lane.batcher.depth, stats.batches, stats.images, stats.failures, stats.abandoned)
+        serving = {name: LaneServing(lane.runtime, lane.batcher.concurrency) for name, lane in self._lanes.items()}
+        return Readiness(self._default_model, models, self._pixel_budget.in_use, serving)
 
     async def segment(
         self,
@@ -278,6 +335,7 @@ class SegmentService:
         model: str | None = None,
         encode: Encoder | None = None,
         max_output_pixels: int = MAX_OUTPUT_PIXELS,
+        score_person: bool = False,
     ) -> ImageStream:
         """The response as a stream of byte chunks; the caller must ``close()`` it when sent or abandoned.
 
@@ -287,6 +345,9 @@ class SegmentService:
         ``model``: a loaded network by name; None means the server's default.
         ``encode``: a backgroundRemoval cut-out's own encoding (Azure's RGBA PNG when None).
         ``max_output_pixels``: a cut-out is scaled down to at most this many pixels, aspect kept.
+        ``score_person``: also score whether a person is in the photo (remove.bg's X-Type), where a person detector is
+        loaded; the result's ``person_score``. The scene rule's score is reused where it asked one, so the detector
+        runs at most once an image.
         Errors before the first byte raise :class:`errors.PipelineError`.
         """
         if encode is not None and mode != "backgroundRemoval":
@@ -316,10 +377,12 @@ class SegmentService:
             prepared.model_rgb = None
             async with self._cpu_slots:
                 colours = self._decontaminate if decontaminate is None else decontaminate
-                composed = await asyncio.to_thread(self._compose, prepared, analysis, mode, choice, colours, encode)
+                composed = await asyncio.to_thread(self._compose, prepared, analysis, mode, choice, colours, encode, score_person)
         except BaseException:
             self._pixel_budget.release(held)
             raise
         encoded = composed.encoded
         release = partial(self._pixel_budget.release, held)
-        return ImageStream(encoded.chunks, release, composed.target, composed.measures, encoded.media_type, dict(encoded.headers))
+        return ImageStream(
+            encoded.chunks, release, composed.target, composed.measures, encoded.media_type, dict(encoded.headers), composed.person_score
+        )

@@ -18,7 +18,6 @@ and removed when the supervisor exits (app/metrics.py).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import multiprocessing
 import os
@@ -118,7 +117,7 @@ def supervise(settings: Settings, count: int) -> int:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     if settings.torch_threads == 0:
         # Each process's CPU intra-op pool would otherwise take every core.
-        settings = dataclasses.replace(settings, torch_threads=max(1, available_cores() // count))
+        settings = settings.replace(torch_threads=max(1, available_cores() // count))
     stop = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
-import dataclasses
 import hashlib
 import io
 import json
@@ -64,7 +63,7 @@ def all_cases(shared: Path) -> list[Case]:
 
 
 def reference_settings(served: Settings) -> Settings:
-    return dataclasses.replace(served, runtime="onnxruntime", dtype="float32")
+    return served.replace(runtime="onnxruntime", dtype="float32")
 
 
 def score(case: Case, alpha: np.ndarray) -> tuple[float, float]:

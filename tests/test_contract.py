@@ -14,7 +14,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from app.errors import ShuttingDown
-from app.http import errors
+from app.http.azure import errors
 from app.inference.batcher import Batcher
 from app.main import create_app
 from app.pixel_budget import PixelBudget

@@ -13,7 +13,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from app.http import errors
+from app.http.azure import errors
 from app.http.cors import CorsMiddleware, CorsPolicy
 from app.settings import Settings, SettingsError
 

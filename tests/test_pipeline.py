@@ -80,3 +80,52 @@ def test_an_encoder_gets_the_cut_out_the_png_would_carry(engine):
     assert seen[1].alpha.shape == full.shape[:2]
     assert np.array_equal(seen[1].alpha, full[:, :, 3]) and np.array_equal(seen[1].rgb, full[:, :, :3])
     assert in_use == 0  # every stream's budget returned
+
+
+def test_the_person_detector_runs_at_most_once_an_image_and_only_when_asked(engine, sky_weights):
+    """The scene rule's person score is the result's when the rule asked the detector; otherwise the detector runs
+    only for a caller that asks (remove.bg's X-Type), and never twice for one image."""
+    import asyncio
+
+    from app.inference.batcher import Batcher
+    from app.inference.scene import SceneRule
+    from app.pixel_budget import PixelBudget
+    from app.service import Lane, SegmentService
+    from conftest import AZURE_SPEC, require_shared
+
+    observed = require_shared(AZURE_SPEC / "observed-outputs")
+    building, face = (observed / "input_building.jpg").read_bytes(), (observed / "input_face.jpeg").read_bytes()
+    assert engine.sky_model is not None and engine.person_detector is not None
+    calls: list[float] = []
+
+    class CountedDetector:  # the real detector, its calls counted
+        def score(self, rgb: np.ndarray) -> float:
+            calls.append(engine.person_detector.score(rgb))
+            return calls[-1]
+
+    async def scenario() -> list[tuple[object, float | None, int]]:
+        batcher = Batcher(engine.analyse, 1, 0.0, 4)
+        await batcher.start()
+        lane = Lane(batcher, engine.resolution)
+        service = SegmentService(
+            {engine.name: lane}, engine.name, 1, PixelBudget(10**9), 1, 6, 1, scene_rule=SceneRule(), person_detector=CountedDetector()
+        )
+        outcomes = []
+        try:
+            for data in (building, face):
+                for asked in (False, True):
+                    before = len(calls)
+                    stream = await service.segment(data, "backgroundRemoval", score_person=asked)
+                    stream.close()
+                    outcomes.append((stream.measures, stream.person_score, len(calls) - before))
+        finally:
+            await batcher.stop()
+        return outcomes
+
+    (building_plain, building_asked, face_plain, face_asked) = asyncio.run(scenario())
+    # The building's layout says scene, so the rule asks the detector: its score is the result's, asked or not.
+    for measures, person, runs in (building_plain, building_asked):
+        assert measures.person is not None and person == measures.person and runs == 1
+    # The face's layout says subject: the detector runs only when asked, once.
+    assert face_plain[0].person is None and face_plain[1:] == (None, 0)
+    assert face_asked[0].person is None and face_asked[2] == 1 and face_asked[1] == calls[-1] > 0.5

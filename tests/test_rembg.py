@@ -1,4 +1,4 @@
-"""rembg's server API (app/http/rembg.py) as its users call it: the README's curl lines, Python ``requests``, and a row
+"""rembg's server API (app/http/rembg/routes.py) as its users call it: the README's curl lines, Python ``requests``, and a row
 for every parameter, against a real service process on loopback with the real model (at a 64-pixel input)."""
 
 from __future__ import annotations

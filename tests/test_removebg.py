@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.http.removebg_errors import RemoveBgError
-from app.http.removebg_options import parse_options
-from app.http.removebg_output import Result
+from app.http.removebg.errors import RemoveBgError
+from app.http.removebg.options import parse_options
+from app.http.removebg.output import Result
 from app.imaging.output import foreground_box
 from app.service import Cutout
 from conftest import AZURE_SPEC, KEYS, SEGMENT, photo, png_bytes, require_shared, run_schemathesis, start_server, stop_server, loopback_http
@@ -362,7 +362,7 @@ def test_roi_keeps_only_the_region(fast_server, image, plain):
 
 def test_an_empty_matte_is_unknown_foreground():
     options = parse_options({}, has_bg_file=False)
-    result = Result(options, None, None, as_json=False, person_detector=None, png_level=2, matte_png_level=6)
+    result = Result(options, None, None, as_json=False, png_level=2, matte_png_level=6)
     cutout = Cutout(np.zeros((60, 80, 3), np.uint8), np.zeros((60, 80), np.uint8), "subject")
     with pytest.raises(RemoveBgError) as raised:
         result.encoder()(cutout)
@@ -371,7 +371,7 @@ def test_an_empty_matte_is_unknown_foreground():
 
 def test_a_webp_too_wide_for_the_format_is_a_400():
     options = parse_options({"format": "webp"}, has_bg_file=False)
-    result = Result(options, None, None, as_json=False, person_detector=None, png_level=2, matte_png_level=6)
+    result = Result(options, None, None, as_json=False, png_level=2, matte_png_level=6)
     alpha = np.full((60, 16400), 255, np.uint8)
     with pytest.raises(RemoveBgError) as raised:
         result.encoder()(Cutout(np.zeros((60, 16400, 3), np.uint8), alpha, "subject"))
@@ -595,6 +595,15 @@ def test_the_client_library_sees_remove_bg_errors(keyed_server, tmp_path, monkey
         RemoveBg("wrong-key", str(tmp_path / "error.log")).remove_background_from_img_file(str(source))
     assert raised.value.response.status_code == 403
     assert raised.value.response.json()["errors"][0]["title"] == "API Key invalid"
+
+
+def test_answers_under_v1_carry_a_request_id_but_not_azures_headers(fast_server):
+    with fast_server.client() as client:
+        answers = (client.get("/v1.0/account"), client.get("/v1.0/nothing-here"), client.get(PATH))
+    assert [answer.status_code for answer in answers] == [200, 404, 405]
+    for answer in answers:
+        assert answer.headers["request-id"]
+        assert "apim-request-id" not in answer.headers and "api-supported-versions" not in answer.headers
 
 
 # --- schemathesis ----------------------------------------------------------------------------------------------------

@@ -1,15 +1,19 @@
-"""Subscription keys, as Azure API Management checks them."""
+"""The service's API keys (BGR_API_KEYS), checked in constant time; each API reads a key from its own header."""
 
 from __future__ import annotations
 
 import hmac
+from typing import Callable
 
 from starlette.requests import Request
 
-from app.http import errors
 
-HEADER = "ocp-apim-subscription-key"
-QUERY = "subscription-key"
+def presented_key(request: Request, header: str, query: str | None = None) -> str | None:
+    """The key a request presents in ``header`` or, without that header, in the ``query`` parameter."""
+    presented = request.headers.get(header)
+    if presented is None and query is not None:
+        presented = request.query_params.get(query)
+    return presented
 
 
 class KeyChecker:
@@ -22,21 +26,18 @@ class KeyChecker:
     def enforced(self) -> bool:
         return bool(self._keys)
 
-    def check(self, request: Request) -> None:
-        if not self._keys:
+    def check(self, presented: str | None, missing: Callable[[], Exception], invalid: Callable[[], Exception]) -> None:
+        """Raises ``missing()`` (no key) or ``invalid()`` (not one of the keys), each API's own refusal; with no keys
+        configured, nothing."""
+        if not self.enforced:
             return
-        # APIM reads the query parameter only when the header is absent.
-        presented = request.headers.get(HEADER)
         if presented is None:
-            presented = request.query_params.get(QUERY)
-        realm = f"{request.url.scheme}://{request.url.netloc}/computervision"
-        if presented is None:
-            raise errors.missing_key(realm)
+            raise missing()
         if not self.accepts(presented):
-            raise errors.invalid_key(realm)
+            raise invalid()
 
     def accepts(self, presented: str) -> bool:
-        """Whether ``presented`` is one of the keys (for APIs that answer a refusal in their own words)."""
+        """Whether ``presented`` is one of the keys."""
         candidate = presented.encode("utf-8", "surrogateescape")
         # Compare against every key, in constant time each, so timing reveals neither key nor position.
         matched = False

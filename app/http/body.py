@@ -1,32 +1,11 @@
-"""The image bytes of a request: raw body, JSON ``{"url": …}`` or multipart, with Azure's limits."""
+"""A request body read whole, within a limit, and parsed as a form, for every API; the service's own image-size limit."""
 
 from __future__ import annotations
 
-import ast
-import json
-
-from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
-from app.http import errors
-
-MAX_IMAGE_BYTES = 20_971_520
-MAX_JSON_BYTES = 64 * 1024
+MAX_IMAGE_BYTES = 20_971_520  # Azure's limit, and the service's for every API without one of its own
 MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers around the one image
-
-
-def body_kind(content_type: str | None) -> str:
-    """``raw``, ``json`` or ``multipart``; anything else is Azure's unsupported-content-type 400."""
-    if not content_type:
-        return "raw"  # clients that send bare bytes without a type
-    media = content_type.split(";", 1)[0].strip().lower()
-    if media == "application/octet-stream" or media.startswith("image/"):
-        return "raw"
-    if media == "application/json":
-        return "json"
-    if media == "multipart/form-data":
-        return "multipart"
-    raise errors.unsupported_content_type(content_type.split(";", 1)[0].strip())
 
 
 async def read_capped(request: Request, limit: int, too_large: Exception) -> bytes:
@@ -42,45 +21,10 @@ async def read_capped(request: Request, limit: int, too_large: Exception) -> byt
     return bytes(body)
 
 
-def parse_url_body(body: bytes) -> str:
-    """The ``url`` of a JSON body; lenient as Azure's parser was (single quotes, any case of the key)."""
-    try:
-        text = body.decode("utf-8-sig")
-        try:
-            document = json.loads(text)
-        except ValueError:
-            document = ast.literal_eval(text)  # single-quoted JSON, as Azure's own curl sample sends
-    except (ValueError, SyntaxError, RecursionError, MemoryError, UnicodeDecodeError, TypeError):
-        raise errors.invalid_json_body() from None
-    if isinstance(document, dict):
-        for key, value in document.items():
-            if isinstance(key, str) and key.lower() == "url" and isinstance(value, str) and value.strip():
-                return value.strip()
-    raise errors.invalid_json_body()
-
-
-async def multipart_image(request: Request, body: bytes) -> bytes:
-    """The first file part (or, failing that, the first field) of an already-read multipart body."""
+def replayed(request: Request, body: bytes) -> Request:
+    """``request`` with ``body`` (already read, within its API's limit) as its body, for Starlette's form parser."""
 
     async def replay() -> dict[str, object]:
         return {"type": "http.request", "body": body, "more_body": False}
 
-    replayed = Request(request.scope, replay)
-    try:
-        form = await replayed.form(max_files=8, max_fields=32)
-    except Exception:
-        raise errors.invalid_image_format() from None
-    try:
-        values = [value for _, value in form.multi_items()]
-        upload = next((v for v in values if isinstance(v, UploadFile)), None)
-        if upload is not None:
-            data = await upload.read(MAX_IMAGE_BYTES + 1)
-        elif values:
-            data = str(values[0]).encode("latin-1", "replace")
-        else:
-            data = b""
-    finally:
-        await form.close()
-    if not data or len(data) > MAX_IMAGE_BYTES:
-        raise errors.invalid_image_size(MAX_IMAGE_BYTES)
-    return data
+    return Request(request.scope, replay)

@@ -6,13 +6,12 @@ import logging
 import re
 import time
 import uuid
-from typing import Mapping
 from urllib.parse import parse_qsl
 
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.http.errors import API_SUPPORTED_VERSIONS
+from app.http.api import MountedApis
 from app.metrics import Metrics
 
 _SLASHES = re.compile(r"/{2,}")
@@ -22,21 +21,21 @@ access_log = logging.getLogger("app.access")
 MODES = ("backgroundRemoval", "foregroundMatting")
 
 
-class AzureHeadersMiddleware:
-    """request-id (one GUID per request) and nosniff on every answer; apim-request-id and api-supported-versions on
-    Azure's, and on every answer of a path no other API owns (those are answered in Azure's words).
+class ApiHeadersMiddleware:
+    """request-id (one GUID per request) and nosniff on every answer; each API's own headers on the answers of its
+    paths (Azure's apim-request-id and api-supported-versions), the gateway's on every answer of a path no API owns
+    (those are answered in the gateway's words).
 
-    ``api_paths`` maps each API operation's path to its API's name (``azure``, ``rembg``, ...): requests there are
-    counted by API, mode and status. The mode is Azure's ``mode`` query parameter, or what a handler put in the
-    request's ``state.mode``. Also folds repeated slashes (clients build ``f"{endpoint}/computervision/…"``
-    from endpoints that already end in ``/``) and writes one access-log line per
-    request. The query string is never logged: it may carry ``subscription-key``.
+    Requests to an API's operation paths are counted by API, mode and status. The mode is the API's mode query
+    parameter (Azure's ``mode``), or what a handler put in the request's ``state.mode``. Also folds repeated slashes
+    (clients build ``f"{endpoint}/computervision/…"`` from endpoints that already end in ``/``) and writes one
+    access-log line per request. The query string is never logged: it may carry ``subscription-key``.
     """
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, api_paths: Mapping[str, str]) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, apis: MountedApis) -> None:
         self.app = app
         self.metrics = metrics
-        self.api_paths = dict(api_paths)
+        self.apis = apis
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -49,16 +48,16 @@ class AzureHeadersMiddleware:
         state["request_id"] = request_id
         started = time.perf_counter()
         outcome = {"status": 0, "bytes": 0}
-        api = self.api_paths.get(scope["path"])
-        azure_headers = api in (None, "azure")
+        owner = self.apis.owner(scope["path"])
+        speaker = self.apis.answering(scope["path"])
+        api = owner.name if owner is not None else None
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 outcome["status"] = message["status"]
                 headers = MutableHeaders(scope=message)
-                if azure_headers:
-                    headers["apim-request-id"] = request_id
-                    headers["api-supported-versions"] = API_SUPPORTED_VERSIONS
+                if speaker.answer_headers is not None:
+                    headers.update(speaker.answer_headers(request_id))
                 headers["request-id"] = request_id
                 headers["X-Content-Type-Options"] = "nosniff"
             elif message["type"] == "http.response.body":
@@ -67,14 +66,14 @@ class AzureHeadersMiddleware:
 
         # A browser's preflight carries the call's query string, but it is not a call.
         counted = api is not None and scope["method"] != "OPTIONS"
-        mode = _query_value(scope, "mode")
+        mode = _query_value(scope, speaker.mode_query) if speaker.mode_query is not None else None
         if counted:
             self.metrics.inflight.inc()
         try:
             await self.app(scope, receive, send_with_headers)
         finally:
             elapsed = time.perf_counter() - started
-            if api not in (None, "azure"):
+            if speaker.mode_query is None:
                 mode = state.get("mode")  # only the handler knows (rembg's om may come in the form)
             if counted:
                 self.metrics.inflight.dec()

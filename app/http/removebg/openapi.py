@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.http.removebg_options import CHANNELS, FORMATS, SHADOW_METHODS, SIZE_PIXELS, TYPE_LEVELS, TYPES
+from app.http.removebg.options import CHANNELS, FORMATS, SHADOW_METHODS, SIZE_PIXELS, TYPE_LEVELS, TYPES
 
 _STRING = {"type": "string"}
 _BOOLEAN_TEXT = {"type": "string", "enum": ["true", "false"]}
@@ -149,3 +149,7 @@ def components() -> dict[str, Any]:
             },
         },
     }
+
+
+def document() -> dict[str, Any]:
+    return {"paths": paths(), "components": components()}

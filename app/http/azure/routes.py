@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from typing import Callable
 
 import httpx
+from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
 from app.errors import PipelineError
-from app.http import errors
-from app.http.auth import KeyChecker
-from app.http.body import MAX_IMAGE_BYTES, MAX_JSON_BYTES, MULTIPART_OVERHEAD, body_kind, multipart_image, parse_url_body, read_capped
+from app.http.auth import KeyChecker, presented_key
+from app.http.azure import errors
+from app.http.azure.body import MAX_JSON_BYTES, body_kind, multipart_image, parse_url_body
+from app.http.body import MAX_IMAGE_BYTES, MULTIPART_OVERHEAD, read_capped
 from app.http.sources import download_image
 from app.http.streaming import ImageResponse, until_disconnected
 from app.http.url_fetch import UrlPolicy
@@ -20,6 +23,19 @@ from app.service import MODES, TARGET_CHOICES, ImageStream, SegmentService
 
 SEGMENT_PATHS = ("/computervision/imageanalysis:segment", "/imageanalysis:segment")
 SUPPORTED_API_VERSIONS = frozenset({"2023-02-01-preview", "2023-04-01-preview"})
+KEY_HEADER = "ocp-apim-subscription-key"
+KEY_QUERY = "subscription-key"
+
+
+def check_key(request: Request) -> None:
+    """The service's keys, as Azure API Management checks subscription keys: the header, else the query; its 401s."""
+    realm = f"{request.url.scheme}://{request.url.netloc}/computervision"
+    key_checker: KeyChecker = request.state.key_checker
+    key_checker.check(
+        presented_key(request, KEY_HEADER, KEY_QUERY),
+        missing=partial(errors.missing_key, realm),
+        invalid=partial(errors.invalid_key, realm),
+    )
 
 
 async def read_body(request: Request, timeout_s: float) -> tuple[str, bytes]:
@@ -74,8 +90,7 @@ async def _segment(request: Request) -> Response:
     query = request.query_params
     if query.get("api-version") not in SUPPORTED_API_VERSIONS:
         raise errors.resource_not_found()
-    key_checker: KeyChecker = request.state.key_checker
-    key_checker.check(request)
+    check_key(request)
     mode = query.get("mode")
     if mode not in MODES:
         raise errors.invalid_mode()
@@ -93,3 +108,8 @@ async def _segment(request: Request) -> Response:
         return await service.segment(data, mode, target, decontaminate, model)  # type: ignore[arg-type]  # checked above
 
     return ImageResponse(await until_disconnected(request, produce()))
+
+
+router = APIRouter()
+for _path in SEGMENT_PATHS:
+    router.add_api_route(_path, segment, methods=["POST"])

@@ -2,7 +2,7 @@
 
 The request's parameters arrive as multipart, urlencoded or JSON; the image as a file, base64 text or a URL (fetched
 by the same SSRF-safe fetcher as Azure's). Limits are remove.bg's: 12 MB a file, 50 megapixels an input. The result is
-made by :mod:`app.http.removebg_output` inside the pipeline's CPU slot and pixel budget.
+made by :mod:`app.http.removebg.output` inside the pipeline's CPU slot and pixel budget.
 """
 
 from __future__ import annotations
@@ -14,17 +14,18 @@ import dataclasses
 import json
 from urllib.parse import urlsplit
 
+from fastapi import APIRouter
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from app.errors import ImageTooLarge, ImageUrlUnreachable, NotAnImage, PipelineError
-from app.http import removebg_errors as errors
+from app.http.removebg import errors
 from app.http.auth import KeyChecker
-from app.http.body import read_capped
-from app.http.removebg_options import PARAMETERS, SOURCES, Options, check_names, parse_options
-from app.http.removebg_output import Result, probe_background
+from app.http.body import read_capped, replayed
+from app.http.removebg.options import PARAMETERS, SOURCES, Options, check_names, parse_options
+from app.http.removebg.output import Result, probe_background
 from app.http.sources import download_image
 from app.http.streaming import ImageResponse, until_disconnected
 from app.http.url_fetch import UrlPolicy
@@ -58,13 +59,8 @@ class Parameters:
 
 def _authorised(request: Request) -> None:
     key_checker: KeyChecker = request.state.key_checker
-    if not key_checker.enforced:
-        return
-    presented = request.headers.get(KEY_HEADER)
-    if not presented:
-        raise errors.missing_key()
-    if not key_checker.accepts(presented):
-        raise errors.invalid_key()
+    # An empty X-Api-Key is no key.
+    key_checker.check(request.headers.get(KEY_HEADER) or None, missing=errors.missing_key, invalid=errors.invalid_key)
 
 
 async def account(request: Request) -> Response:
@@ -101,7 +97,6 @@ async def _removebg(request: Request) -> Response:
         roi,
         background,
         as_json=wants_json(request.headers.get("accept")),
-        person_detector=service.person_detector if options.classify else None,
         png_level=settings.png_compression,
         matte_png_level=settings.matte_png_compression,
     )
@@ -109,7 +104,12 @@ async def _removebg(request: Request) -> Response:
     async def produce() -> ImageStream:
         try:
             return await service.segment(
-                data, "backgroundRemoval", options.target, encode=result.encoder(), max_output_pixels=options.max_pixels
+                data,
+                "backgroundRemoval",
+                options.target,
+                encode=result.encoder(),
+                max_output_pixels=options.max_pixels,
+                score_person=options.classify,
             )
         except NotAnImage:
             raise not_an_image(data) from None
@@ -133,12 +133,8 @@ async def read_parameters(request: Request) -> Parameters:
 
 
 async def _form(request: Request, body: bytes) -> Parameters:
-    async def replay() -> dict[str, object]:
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    replayed = Request(request.scope, replay)
     try:
-        form = await replayed.form(max_files=4, max_fields=len(PARAMETERS) * 2, max_part_size=_MAX_B64_CHARS + 1024)
+        form = await replayed(request, body).form(max_files=4, max_fields=len(PARAMETERS) * 2, max_part_size=_MAX_B64_CHARS + 1024)
     except HTTPException as error:  # Starlette's words for a malformed or oversized form
         raise errors.invalid_body(str(error.detail)) from None
     except Exception as error:
@@ -329,3 +325,8 @@ def wants_json(accept: str | None) -> bool:
             best_image = max(best_image, rank)
     return best_json > 0 and best_json > best_image
 
+
+
+router = APIRouter()
+router.add_api_route(REMOVEBG_PATH, removebg, methods=["POST"])
+router.add_api_route(ACCOUNT_PATH, account, methods=["GET"])

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import Mapping
 
-from app.http import removebg_errors as errors
+from app.http.removebg import errors
 from app.imaging.output import Rgba, parse_colour
 from app.imaging.placement import Length, Margins, Position, Region
 from app.service import TargetChoice

@@ -17,13 +17,12 @@ from typing import Iterator
 import numpy as np
 from PIL import Image
 
-from app.http import removebg_errors as errors
-from app.http.removebg_options import Options
+from app.http.removebg import errors
+from app.http.removebg.options import Options
 from app.imaging.decode import MAX_SIDE
 from app.imaging.output import WEBP_MAX_SIDE, Box, crop_to, encode_jpeg, encode_webp, fill_colour, fill_image, foreground_box
 from app.imaging.placement import FractionalBox, keep_region, margins_in_pixels, place, placed_box
 from app.imaging.png import iter_grey_png, iter_rgba_png
-from app.inference.person import PersonDetector
 from app.service import Cutout, Encoded, Encoder
 
 JPEG_QUALITY = 90
@@ -39,7 +38,6 @@ class Result:
     roi: FractionalBox | None  # None: the whole image
     background: bytes | None  # a background image's file, decoded here at the canvas's size
     as_json: bool  # Accept: application/json
-    person_detector: PersonDetector | None  # for X-Type; None: not asked (type_level=none, or none loaded)
     png_level: int
     matte_png_level: int
 
@@ -55,7 +53,7 @@ class Result:
             raise errors.unknown_foreground()
         rgb, alpha = self._arrange(rgb, alpha, box)
         headers = {"X-Credits-Charged": "0"}
-        if self.person_detector is not None and self.person_detector.score(cutout.rgb) >= PERSON_THRESHOLD:
+        if self.options.classify and cutout.person_score is not None and cutout.person_score >= PERSON_THRESHOLD:
             headers["X-Type"] = "person"  # the only kind this service can tell; otherwise no X-Type (README)
         foreground = foreground_box(alpha) or Box(0, 0, 0, 0)
         height, width = alpha.shape

@@ -1,4 +1,4 @@
-"""The OpenAPI document, describing the segment operation as Azure's own spec does.
+"""Azure's part of the OpenAPI document: the segment operation as Azure's own spec describes it.
 
 Azure's spec (azure-rest-api-specs, ImageAnalysis 2023-04-01-preview) is Swagger 2.0;
 this is the same operation in OpenAPI 3.0: path, parameters, enum names, responses
@@ -9,30 +9,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.http import openapi_rembg, openapi_removebg
-from app.http.azure import SUPPORTED_API_VERSIONS
+from app import __version__
+from app.http.azure.routes import SUPPORTED_API_VERSIONS
 
 _BINARY = {"schema": {"type": "string", "format": "binary"}}
 _ERROR_REF = {"$ref": "#/components/schemas/Azure.Core.Foundations.ErrorResponse"}
 
 
-def openapi_document(version: str) -> dict[str, Any]:
-    document = _azure_document(version)
-    # The other APIs' operations, each under its own path-level server (they have no /computervision base).
-    for api in (openapi_rembg, openapi_removebg):
-        document["paths"].update(api.paths())
-        for kind, entries in api.components().items():
-            document["components"].setdefault(kind, {}).update(entries)
-    return document
-
-
-def _azure_document(version: str) -> dict[str, Any]:
+def document() -> dict[str, Any]:
+    """Azure's part of /openapi.json, and its head: the title, the default server (/computervision) and security."""
     return {
         "openapi": "3.0.3",
         "info": {
             "title": "ImageAnalysis Service (segment)",
             "version": max(SUPPORTED_API_VERSIONS),
-            "description": f"Self-hosted, Azure-compatible background removal, service version {version}.",
+            "description": f"Self-hosted, Azure-compatible background removal, service version {__version__}.",
         },
         "servers": [{"url": "/computervision"}],
         "security": [{"ApiKeyAuth": []}],

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.http.rembg import KEY_HEADER, KEY_QUERY, PATH
+from app.http.rembg.routes import KEY_HEADER, KEY_QUERY, PATH
 
 _FLAG = {"type": "boolean", "default": False}
 _COMMON: dict[str, dict[str, Any]] = {
@@ -125,3 +125,7 @@ def components() -> dict[str, Any]:
             }
         },
     }
+
+
+def document() -> dict[str, Any]:
+    return {"paths": paths(), "components": components()}
