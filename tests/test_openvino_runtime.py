@@ -113,3 +113,31 @@ def test_health_says_which_runtime_serves_and_why(fast_server):
     assert entry["runtime"] == {"runtime": expected.runtime, "precision": expected.precision, "reason": expected.reason}
     assert entry["infer_requests"] >= 1
     assert ready["queue_depth"] == sum(model["queue_depth"] for model in ready["models"].values())
+
+
+def test_a_network_whose_bias_cancels_in_bf16_runs_in_f32_as_a_whole(u2netp_models_dir, weights, sky_weights, tmp_path, monkeypatch):
+    """rembg's U²-Netp sums to hundreds in one convolution and keeps a few tenths after its bias: bf16 would leave noise
+    there (its gate failed on every set), so it runs in f32; IS-Net's and the sky network's largest ratio is about 4."""
+    from app.catalogue import CATALOGUE
+    from app.inference.engine import PROBE_SIDE, RuntimeChoice, _probe, checked_precision
+    from app.inference.families import loader
+    from app.inference.openvino_backend import probe_input, reduced_precision_hazards
+    from app.inference.ort_backend import exported_onnx
+
+    monkeypatch.setenv("BGR_WEIGHTS_CACHE", str(tmp_path))
+    cache = tmp_path / "openvino"
+    u2netp = exported_onnx(u2netp_models_dir / "u2netp.safetensors", loader("u2netp"), tmp_path / "onnx")
+    hazards = reduced_precision_hazards(u2netp, _probe(CATALOGUE["u2netp"].preprocess), cache)
+    assert hazards.get("/stage2d/rebnconv1d/conv/Conv/WithoutBiases", 0) > 100
+    isnet_probe = probe_input(PROBE_SIDE, (0.5, 0.5, 0.5), (1.0, 1.0, 1.0), 256.0)
+    assert reduced_precision_hazards(weights.parent / onnx_name(weights), isnet_probe, cache) == {}
+    assert reduced_precision_hazards(sky_weights.parent / onnx_name(sky_weights), probe_input(256, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 255.0), cache) == {}
+
+    bf16 = RuntimeChoice("openvino", "bfloat16", "native bf16")
+    probe = _probe(CATALOGUE["u2netp"].preprocess)
+    fallback = checked_precision(bf16, u2netp, probe, Settings())
+    assert (fallback.runtime, fallback.precision) == ("onnxruntime", "float32") and "cancel" in fallback.reason
+    forced = checked_precision(bf16, u2netp, probe, Settings(runtime="openvino"))
+    assert (forced.runtime, forced.precision) == ("openvino", "float32")
+    assert checked_precision(bf16, u2netp, probe, Settings(dtype="bfloat16")) == bf16  # asked for explicitly: served as asked
+    assert sorted(path.suffix for path in cache.glob("cancelling-*")) == [".json"] * 3  # one answer per graph, kept for the next start

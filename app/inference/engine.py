@@ -19,7 +19,7 @@ from app.cpu import CpuCapabilities, available_cores, cpu_capabilities
 from app.inference.device_pixels import DevicePixels, use_device_pixels
 from app.inference.families import loader
 from app.inference.isnet import ISNet
-from app.inference.openvino_backend import OvModel, openvino_available, openvino_lists_bf16
+from app.inference.openvino_backend import OvModel, openvino_available, openvino_lists_bf16, probe_input, reduced_precision_hazards
 from app.inference.ort_backend import OrtModel, exported_onnx, onnxruntime_available
 from app.inference.person import PersonDetector
 from app.inference.u2net import U2Net, load_u2netp
@@ -187,6 +187,10 @@ def load_scene_networks(settings: Settings, choice: RuntimeChoice, device: torch
             " or ".join(str(path) for path in missing),
         )
         return None, None
+    if choice.runtime != "torch":
+        graph = exported_onnx(settings.sky_weights, load_u2netp, default_cache_dir() / "onnx")
+        choice = checked_precision(choice, graph, probe_input(SKY_SERVING_RESOLUTION, IMAGENET_MEAN, IMAGENET_STD, 255.0), settings)
+        log.info("sky network", extra={"runtime": choice.runtime, "precision": choice.precision, "why": choice.reason})
     sky = _load(choice, settings.sky_weights, load_u2netp, device, dtype, settings.torch_threads, requests)
     return sky, PersonDetector(settings.person_weights)
 
@@ -217,6 +221,37 @@ def _openvino(graph: Path, choice: RuntimeChoice, threads: int, requests: int, o
     # BGR_TORCH_THREADS, else the cores this process may use: OpenVINO's own default (every core of the
     # affinity) would overrun a container's CPU limit.
     return OvModel(graph, choice.precision, threads=threads or available_cores(), requests=requests, cache_dir=openvino_cache_dir(), output=output)
+
+
+# The side of the picture a reduced precision is checked on (openvino_precision.py) for networks of any input size:
+# what it measures does not depend on the size, and every convolution's output is kept at once.
+PROBE_SIDE = 320
+
+
+def _probe(preprocess: Preprocess) -> np.ndarray:
+    side = PROBE_SIDE if preprocess.resizable else preprocess.side
+    return probe_input(side, preprocess.mean, preprocess.std, preprocess.pixel_scale)
+
+
+def checked_precision(choice: RuntimeChoice, graph: Path, probe: np.ndarray, settings: Settings) -> RuntimeChoice:
+    """``choice``, or f32 for the whole network where its reduced precision would cancel in a convolution.
+
+    The check (openvino_precision.py) runs once per graph file; its answer is kept beside OpenVINO's
+    compiled models. An explicit BGR_DTYPE is served as asked, with a warning in the log.
+    """
+    if choice.runtime != "openvino" or choice.precision == "float32":
+        return choice
+    hazards = reduced_precision_hazards(graph, probe, openvino_cache_dir())
+    if not hazards:
+        return choice
+    worst = max(hazards, key=lambda name: hazards[name])
+    why = f"{choice.precision} would cancel in {worst} (its bias takes away all but 1/{hazards[worst]:.0f} of its sum)"
+    if settings.dtype != "auto":
+        log.warning(f"{why}; served in {choice.precision} as BGR_DTYPE asks", extra={"graph": str(graph)})
+        return choice
+    if settings.runtime == "openvino":
+        return RuntimeChoice("openvino", "float32", f"{why}: OpenVINO f32")
+    return RuntimeChoice("onnxruntime", "float32", f"{why}: ONNX Runtime fp32")
 
 
 def openvino_cache_dir() -> Path:
@@ -336,11 +371,15 @@ class MattingEngine:
         # A published graph may fix its input size: only resizable networks take a second pass.
         second_resolution = pick_second_resolution(settings.second_resolution, resolution, device) if preprocess.resizable else 0
         choice = small_input_choice(network_choice(network, machine, settings.runtime), min(filter(None, (resolution, second_resolution))), settings.runtime)
+        weights = network_weights(network, settings)
+        if choice.runtime == "openvino":
+            graph = exported_onnx(weights, loader(network.family), default_cache_dir() / "onnx") if network.runtime == "torch" else weights
+            choice = checked_precision(choice, graph, _probe(preprocess), settings)
         dtype = _DTYPES[choice.precision] if choice.runtime == "torch" else torch.float32  # other runtimes take float32 in and out
         if dtype == torch.bfloat16 and device.type == "cpu" and not cpu_has_native_bf16():
             log.warning("this CPU lacks what oneDNN's bf16 convolutions need (AVX-512 BW/VL/DQ or AVX-NE-CONVERT): bf16 runs 6-10x slower than fp32")
         requests = pick_infer_requests(settings.infer_requests, choice, settings.torch_threads or capabilities.cores or 1)
-        net = _load_network(network, network_weights(network, settings), choice, device, dtype, settings.torch_threads, requests)
+        net = _load_network(network, weights, choice, device, dtype, settings.torch_threads, requests)
         if scene is None:
             scene = load_scene_networks(settings, machine, device, _DTYPES[machine.precision] if machine.runtime == "torch" else torch.float32, requests)
         sky_model, person_detector = scene

@@ -18,7 +18,9 @@ from that many threads at once.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
 import queue
 import time
 from pathlib import Path
@@ -26,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from app.inference.openvino_precision import CANCELLATION_LIMIT, RULE_VERSION, cancelling_convolutions
 from app.inference.ort_backend import call_graph
 
 # BGR_DTYPE's names -> OpenVINO's INFERENCE_PRECISION_HINT
@@ -43,6 +46,37 @@ def openvino_lists_bf16() -> bool | None:
     import openvino as ov
 
     return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def probe_input(side: int, mean: tuple[float, float, float], std: tuple[float, float, float], pixel_scale: float) -> np.ndarray:
+    """A picture to check a reduced precision on: a colour gradient with a bright disc, ``1 x 3 x side x side``,
+    normalised as the network expects (``(rgb / pixel_scale - mean) / std``)."""
+    y, x = np.mgrid[0:side, 0:side].astype(np.float32) / side
+    rgb = np.stack([x * 255, y * 255, np.full_like(x, 90)], axis=2)
+    rgb[(x - 0.5) ** 2 + (y - 0.5) ** 2 < 0.1] = (250, 240, 30)
+    normalised = (rgb / pixel_scale - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    return np.ascontiguousarray(normalised.transpose(2, 0, 1)[None], dtype=np.float32)
+
+
+def reduced_precision_hazards(path: Path, probe: np.ndarray, cache_dir: Path | None) -> dict[str, float]:
+    """The graph's convolutions that bf16 would cancel (:func:`cancelling_convolutions`), remembered in ``cache_dir`` per
+    graph file, so that a restart does not run the check again."""
+    import openvino as ov
+
+    stat = path.stat()
+    rule = f"{RULE_VERSION}:{CANCELLATION_LIMIT}:{probe.shape}"  # a changed rule never meets an old answer
+    key = hashlib.sha256(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:{rule}".encode()).hexdigest()[:16]
+    remembered = cache_dir / f"cancelling-{key}.json" if cache_dir is not None else None
+    if remembered is not None and remembered.is_file():
+        return dict(json.loads(remembered.read_text()))
+    core = ov.Core()
+    found = cancelling_convolutions(core, core.read_model(str(path)), probe)
+    if remembered is not None:
+        remembered.parent.mkdir(parents=True, exist_ok=True)
+        partial = remembered.with_suffix(f".{time.monotonic_ns()}.partial")
+        partial.write_text(json.dumps(found))
+        partial.replace(remembered)
+    return found
 
 
 class OvModel:
