@@ -4,7 +4,7 @@ bf16 keeps 8 significant bits: every activation is rounded to a relative 2^-9. W
 folded batch norm subtracts a large offset from a large sum (``W * x`` far bigger than ``W * x + b``),
 the rounding of its inputs is amplified by the ratio of the two. In rembg's U²-Netp (``u2netp``),
 ``stage2d.rebnconv1d`` sums to about 200 on average and ends near 0.4, a ratio of about 420: in bf16
-its output is mostly noise and the served matte lost 0.4-2.9 points of IoU on every evaluation set
+its output is mostly noise and the served matte lost 0.4-2.9 points of IoU on seven of the nine evaluation sets
 (bench/runtime_gate.py). Keeping that convolution alone in f32 does not help, since its inputs were
 already rounded by the layers before it (measured: the logits still differed by 1.4 on average), so
 such a graph runs in f32 as a whole. The ratio is a property of the weights: a grey picture, random
