@@ -97,8 +97,9 @@ class Settings(BaseSettings):
     target: Literal["auto", "subject", "scene"] = "auto"  # the default when a request names no target
     decontaminate: bool = False  # estimate the foreground's colour in a cut-out's soft edges (not Azure's output)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"  # auto: fp16 on CUDA, fp32 on CPU
-    runtime: Literal["auto", "torch", "onnxruntime"] = "auto"  # auto: onnxruntime for fp32 on the CPU when installed, else torch
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"  # auto: fp16 on CUDA; on the CPU bf16 where native (OpenVINO), else fp32
+    runtime: Literal["auto", "torch", "onnxruntime", "openvino"] = "auto"  # auto (CPU: openvino bf16 where the CPU has native bf16, else onnxruntime fp32; CUDA: torch)
+    infer_requests: str = "auto"  # calls of one network run at once (OpenVINO streams); auto: one per 8 cores with OpenVINO, else 1
     resolution: int = 1024  # the model's square input side, a multiple of 32
     device_pixels: Literal["auto", "on", "off"] = "auto"  # auto: on with CUDA; JPEG decoding, the resize into the model and the matte's upsampling on the model's device
     second_resolution: str = "auto"  # auto (3/4 of the side on a GPU, none on the CPU) | 0 (one pass) | a side: a second pass, logits averaged
@@ -112,7 +113,7 @@ class Settings(BaseSettings):
     header_timeout_s: float = Field(10.0, gt=0)  # request headers must arrive within this (slowloris)
     shutdown_grace_s: float = Field(30.0, ge=0)  # on SIGTERM, time to finish in-flight and queued requests
     switch_interval_ms: float = Field(1.0, gt=0, le=1000)  # Python's GIL switch interval: how long a thread back from C work may wait for it
-    torch_threads: int = Field(0, ge=0)  # CPU intra-op threads for PyTorch and ONNX Runtime (0: their default, one per core)
+    torch_threads: int = Field(0, ge=0)  # CPU intra-op threads for PyTorch, ONNX Runtime and OpenVINO (0: their default, one per core)
     png_compression: int = Field(2, ge=0, le=9)  # deflate level of cut-outs; 1-2 are ISA-L's: photos deflate slowly, and 2 is 23x faster than zlib's 6
     matte_png_compression: int = Field(6, ge=0, le=9)  # deflate level of mattes: zlib's 6 is Azure's, byte for byte, and mattes deflate fast
     api_keys: Names = Field((), repr=False)
@@ -169,6 +170,13 @@ class Settings(BaseSettings):
     @field_validator("workers")
     @classmethod
     def _workers(cls, value: str) -> str:
+        if value != "auto" and not (value.isdigit() and int(value) >= 1):
+            raise ValueError("must be auto or a whole number of at least 1")
+        return value
+
+    @field_validator("infer_requests")
+    @classmethod
+    def _infer_requests(cls, value: str) -> str:
         if value != "auto" and not (value.isdigit() and int(value) >= 1):
             raise ValueError("must be auto or a whole number of at least 1")
         return value

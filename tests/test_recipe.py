@@ -55,6 +55,9 @@ def test_the_dockerfile_says_what_this_test_replays():
     )
     assert "BGR_PERSON_WEIGHTS=/opt/bgremoval/model_weights/person-detector.tflite" in DOCKERFILE
     assert 'CMD ["python", "-m", "app"]' in DOCKERFILE
+    # The CPU image (the one replayed here) also installs the cpu extra: OpenVINO, the bf16 runtime.
+    assert "open('/reqs/cpu.txt', 'w').write('\\n'.join(p['optional-dependencies']['cpu'])" in DOCKERFILE
+    assert 'if [ "${TORCH_VARIANT}" = cpu ]; then pip install -r /tmp/cpu.txt; fi' in DOCKERFILE
     assert "USER 10001:10001" in DOCKERFILE and "HEALTHCHECK" in DOCKERFILE
     context = (ROOT / ".dockerignore").read_text().split()
     assert {"!pyproject.toml", "!README.md", "!app/"} <= set(context)
@@ -82,14 +85,14 @@ def test_replay_the_recipe_and_serve_from_its_result(tmp_path: Path):
     sh(sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", str(wheels), ".", cwd=context)
     wheel = next(wheels.glob("bgremoval-*.whl"))
 
-    # A fresh virtual environment: torch and the runtime and conversion requirements from pyproject.toml.
+    # A fresh virtual environment: torch and the runtime, CPU-image and conversion requirements from pyproject.toml.
     venv = tmp_path / "venv"
     sh(sys.executable, "-m", "venv", str(venv), cwd=tmp_path)
     python = str(venv / "bin" / "python")
     import tomllib
 
     project = tomllib.loads((context / "pyproject.toml").read_text())["project"]
-    requirements = project["dependencies"] + project["optional-dependencies"]["convert"]
+    requirements = project["dependencies"] + project["optional-dependencies"]["cpu"] + project["optional-dependencies"]["convert"]
     sh(python, "-m", "pip", "install", "--quiet", *requirements, cwd=tmp_path, timeout=1800)
 
     # Stage weights: only app/weights and the modules the Dockerfile copies beside it.
