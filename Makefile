@@ -6,6 +6,8 @@ PY     := $(VENV)/bin/python
 WEIGHTS := model_weights/isnet-general.safetensors
 TORCH_VARIANT ?=
 TORCH_INDEX_BASE ?= https://download.pytorch.org/whl
+# A variable, because a literal comma would split $(if ...)'s arguments.
+TORCH_SPEC := torch>=2.2,<=2.14.1
 
 .PHONY: setup weights serve test clean
 
@@ -13,7 +15,7 @@ TORCH_INDEX_BASE ?= https://download.pytorch.org/whl
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
-	$(if $(TORCH_VARIANT),$(PY) -m pip install --index-url $(TORCH_INDEX_BASE)/$(TORCH_VARIANT) 'torch>=2.2,<=2.14.1')
+	$(if $(TORCH_VARIANT),$(PY) -m pip install --index-url $(TORCH_INDEX_BASE)/$(TORCH_VARIANT) '$(TORCH_SPEC)')
 	$(PY) -m pip install -e '.[convert,cpu]'
 	touch $@
 
