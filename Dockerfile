@@ -27,13 +27,16 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 # runtime.txt: the runtime dependencies less torch (installed first, from the PyTorch index);
-# convert.txt: what `python -m app.weights fetch` needs besides torch (numpy, safetensors, httpx, the convert extra).
+# cpu.txt: the cpu extra (OpenVINO, the bf16 runtime), for the CPU image only;
+# convert.txt: what `python -m app.weights fetch` needs besides torch (numpy, safetensors, httpx, pydantic-settings for
+# the settings it reads, the convert extra).
 RUN mkdir /reqs && python -c "import re, tomllib; \
 p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
 deps = p['dependencies']; \
 name = lambda d: re.match(r'[A-Za-z0-9._-]+', d).group().lower(); \
 open('/reqs/runtime.txt', 'w').write('\n'.join(d for d in deps if name(d) != 'torch') + '\n'); \
-open('/reqs/convert.txt', 'w').write('\n'.join([d for d in deps if name(d) in ('numpy', 'safetensors', 'httpx')] + p['optional-dependencies']['convert']) + '\n')"
+open('/reqs/cpu.txt', 'w').write('\n'.join(p['optional-dependencies']['cpu']) + '\n'); \
+open('/reqs/convert.txt', 'w').write('\n'.join([d for d in deps if name(d) in ('numpy', 'safetensors', 'httpx', 'pydantic-settings')] + p['optional-dependencies']['convert']) + '\n')"
 COPY app ./app
 RUN pip wheel --no-deps --wheel-dir /wheels .
 
@@ -94,14 +97,20 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # hadolint ignore=DL3013
 RUN if [ "${TORCH_VARIANT}" = cpu ]; then extra=""; else extra=torchvision; fi; \
     pip install --index-url "${TORCH_INDEX_BASE}/${TORCH_VARIANT}" "${TORCH_SPEC}" ${extra}
-COPY --from=build /reqs/runtime.txt /tmp/runtime.txt
-RUN pip install -r /tmp/runtime.txt && rm /tmp/runtime.txt
+COPY --from=build /reqs/runtime.txt /reqs/cpu.txt /tmp/
+# The CPU image also gets OpenVINO (about 180 MB installed): BGR_RUNTIME=auto serves bf16 with it on CPUs with AMX or
+# AVX-512 BF16, 0.2-0.4x of ONNX Runtime fp32's forward. A CUDA image runs PyTorch and does without it.
+RUN pip install -r /tmp/runtime.txt && if [ "${TORCH_VARIANT}" = cpu ]; then pip install -r /tmp/cpu.txt; fi \
+    && rm /tmp/runtime.txt /tmp/cpu.txt
 
 COPY --from=weights /weights/ /opt/bgremoval/model_weights/
 
 COPY --from=build /wheels/ /tmp/wheels/
 RUN pip install --no-deps /tmp/wheels/*.whl && rm -rf /tmp/wheels && pip check
 
+# OpenVINO's compiled models go to $HOME/.cache/bgremoval/openvino on first start (BGR_WEIGHTS_CACHE): not made at
+# build time, since they are compiled for the CPU that serves, which the build machine need not be. Mount a volume
+# there to keep them across container restarts.
 ENV BGR_HOST=0.0.0.0 \
     BGR_PORT=5000 \
     BGR_WEIGHTS=/opt/bgremoval/model_weights/isnet-general.safetensors \

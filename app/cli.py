@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import glob
 import json
 import os
@@ -18,7 +17,9 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Awaitable, Callable, Sequence
+from typing import Awaitable, Callable, Mapping, Sequence, TextIO
+
+from tqdm import tqdm
 
 from app.settings import Settings, SettingsError
 
@@ -79,25 +80,43 @@ def plan_jobs(images: list[tuple[Path, Path]], output_dir: Path | None, suffix: 
 # ---------------------------------------------------------------- progress
 
 
-@dataclass
-class Progress:
-    total: int
-    stream: object = sys.stderr
-    done: int = 0
-    started: float = field(default_factory=time.monotonic)
+# tqdm's counters, rate (never inverted to s/img) and time left: a bar on a terminal, a line per image elsewhere.
+BAR_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} images [{elapsed}<{remaining}, {rate_noinv_fmt}]"
+LINE_FORMAT = "{n_fmt}/{total_fmt} images {rate_noinv_fmt}  {remaining} left"
 
-    def step(self) -> None:
+
+class Progress:
+    """Images done of ``total``: tqdm's bar where ``stream`` is a terminal; elsewhere (a log file, a pipe, CI) one
+    plain line per image, which a bar redrawn with carriage returns would garble."""
+
+    def __init__(self, total: int, stream: TextIO = sys.stderr) -> None:
+        self.total = total
+        self.stream = stream
+        self.started = time.monotonic()
+        self.done = 0
+        self._bar = None
+        if stream.isatty():
+            # A terminal that reports no size (a pseudo-terminal nobody sized) would get its bar cut or hidden.
+            sized = {"dynamic_ncols": True} if all(_terminal_size(stream)) else {"ncols": 100, "nrows": 24}
+            self._bar = tqdm(total=total, file=stream, unit="img", bar_format=BAR_FORMAT, **sized)
+
+    def step(self, what: str) -> None:
+        """One image done; ``what``: the image and its outcome, for the plain line."""
         self.done += 1
-        elapsed = max(time.monotonic() - self.started, 1e-6)
-        rate = self.done / elapsed
-        left = (self.total - self.done) / rate if rate > 0 else 0
-        width = 24
-        filled = int(width * self.done / max(self.total, 1))
-        line = (
-            f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} images"
-            f"  {rate:.2f} img/s  {int(left) // 60}:{int(left) % 60:02d} left"
-        )
-        print(line, end="" if self.done < self.total else "\n", file=self.stream, flush=True)
+        if self._bar is not None:
+            self._bar.update()
+            if self.done == self.total:
+                self._bar.close()
+            return
+        line = tqdm.format_meter(self.done, self.total, time.monotonic() - self.started, unit="img", bar_format=LINE_FORMAT)
+        print(f"{line}  {what}", file=self.stream, flush=True)
+
+
+def _terminal_size(stream: TextIO) -> tuple[int, int]:
+    try:
+        return tuple(os.get_terminal_size(stream.fileno()))  # type: ignore[return-value]
+    except (OSError, ValueError):
+        return (0, 0)
 
 
 # ---------------------------------------------------------------- segmenters
@@ -110,8 +129,9 @@ class EndpointError(Exception):
     pass
 
 
-def endpoint_segmenter(endpoint: str, key: str | None, mode: str, timeout_s: float, model: str | None = None):
-    """Segment through any Azure-compatible endpoint (this service, or Azure's API shape); ``model``: one of this service's networks."""
+def endpoint_segmenter(endpoint: str, key: str | None, mode: str, timeout_s: float, options: Mapping[str, str] | None = None):
+    """Segment through any Azure-compatible endpoint (this service, or Azure's API shape); ``options``: this service's
+    own query parameters (model, refine, decontaminate), sent only when given."""
     import httpx
 
     base = endpoint.rstrip("/")
@@ -123,7 +143,7 @@ def endpoint_segmenter(endpoint: str, key: str | None, mode: str, timeout_s: flo
 
     async def segment(data: bytes) -> bytes:
         try:
-            params = {"api-version": API_VERSION, "mode": mode, **({"model": model} if model else {})}
+            params = {"api-version": API_VERSION, "mode": mode, **(options or {})}
             response = await client.post(url, params=params, content=data, headers=headers)
         except httpx.HTTPError as error:
             raise EndpointError(f"cannot reach {endpoint}: {type(error).__name__} {error}".strip()) from None
@@ -199,10 +219,12 @@ async def run_jobs(jobs: list[Job], segment: Segment, workers: int, skip_existin
 
     async def one(job: Job) -> None:
         async with slots:
+            outcome = "failed"
             try:
                 if job.target.exists() and not overwrite:
                     if skip_existing:
                         summary.skipped.append(job.source)
+                        outcome = "skipped"
                         return
                     raise EndpointError(f"{job.target} exists (use --overwrite or --skip-existing)")
                 try:
@@ -213,13 +235,32 @@ async def run_jobs(jobs: list[Job], segment: Segment, workers: int, skip_existin
                 job.target.parent.mkdir(parents=True, exist_ok=True)
                 await asyncio.to_thread(job.target.write_bytes, png)
                 summary.written.append(job.target)
+                outcome = "written"
             except EndpointError as error:
                 summary.failed.append((job.source, str(error)))
             finally:
-                progress.step()
+                progress.step(f"{job.source}: {outcome}")
 
     await asyncio.gather(*(one(job) for job in jobs))
     return summary
+
+
+REFINE_QUERY = {"on": "true", "off": "false", "auto": "auto"}  # BGR_REFINE's words as the `refine` query says them
+
+
+def endpoint_options(args: argparse.Namespace) -> dict[str, str]:
+    """The settings an endpoint takes per request, from --model, --refine and --decontaminate (the rest are the
+    server's own)."""
+    options: dict[str, str] = {}
+    if args.setting_model:
+        options["model"] = args.setting_model
+    if args.setting_refine:
+        if args.setting_refine.lower() not in REFINE_QUERY:
+            raise UsageError("--refine must be auto, on or off")
+        options["refine"] = REFINE_QUERY[args.setting_refine.lower()]
+    if args.setting_decontaminate:
+        options["decontaminate"] = args.setting_decontaminate.lower()
+    return options
 
 
 def remove(args: argparse.Namespace) -> int:
@@ -238,7 +279,7 @@ def remove(args: argparse.Namespace) -> int:
 
     if args.endpoint:
         key = args.key or os.environ.get("BGR_CLIENT_KEY")
-        segment, close = endpoint_segmenter(args.endpoint, key, args.mode, args.timeout, getattr(args, "setting_model", None))
+        segment, close = endpoint_segmenter(args.endpoint, key, args.mode, args.timeout, endpoint_options(args))
         where = args.endpoint
     else:
         segment, close = local_segmenter(load_settings(args), args.mode)
@@ -271,20 +312,16 @@ SERVING_ONLY = frozenset({"workers"})  # `remove` runs in one process; its --wor
 
 def add_setting_options(parser: argparse.ArgumentParser, leave_out: frozenset[str] = frozenset()) -> None:
     group = parser.add_argument_group("settings (each overrides its BGR_* environment variable)")
-    for f in dataclasses.fields(Settings):
-        if f.name in leave_out:
+    for name in Settings.model_fields:
+        if name in leave_out:
             continue
-        group.add_argument(f"--{f.name.replace('_', '-')}", dest=f"setting_{f.name}", metavar=f.name.upper(), default=None)
+        group.add_argument(f"--{name.replace('_', '-')}", dest=f"setting_{name}", metavar=name.upper(), default=None)
 
 
 def load_settings(args: argparse.Namespace) -> Settings:
-    environ = dict(os.environ)
-    for f in dataclasses.fields(Settings):
-        value = getattr(args, f"setting_{f.name}", None)
-        if value is not None:
-            environ[f"BGR_{f.name.upper()}"] = value
+    options = {f"BGR_{name.upper()}": getattr(args, f"setting_{name}", None) for name in Settings.model_fields}
     try:
-        return Settings.from_env(environ)
+        return Settings.from_env(overrides={name: value for name, value in options.items() if value is not None})
     except SettingsError as error:
         raise UsageError(str(error)) from None
 
@@ -324,7 +361,7 @@ def weights(args: argparse.Namespace) -> int:
     manifest = json.loads(manifest_file.read_text())
     if args.action == "show":
         keys = ("architecture", "source_package", "source_version", "onnx_sha256") if name == DEFAULT_MODEL else ("model", "family", "source_url", "source_md5", "source_sha256")
-        for key in keys + ("safetensors_sha256", "tensors", "licence", "licence_source"):
+        for key in keys + ("safetensors_sha256", "tensors", "licence", "licence_source", "fetched_from", "fetched_from_licence"):
             print(f"{key:20s} {manifest.get(key)}")
         print(f"{'file':20s} {path} ({path.stat().st_size:,} bytes)")
         return 0

@@ -72,6 +72,7 @@ def create_app(
                 on_batch=metrics.batch_observer(name),
                 stack=matting.device_pixels.stack if matting.device_pixels is not None else None,
                 on_depth=metrics.queue_observer(name),
+                concurrency=matting.requests,
             )
             for name, matting in loaded.items()
         }

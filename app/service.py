@@ -30,7 +30,7 @@ from app.imaging.decode import (
 from app.imaging.png import iter_matte_png, iter_rgba_png
 from app.inference.batcher import Batcher, BatchFailedError, BatcherStoppedError, QueueFullError
 from app.inference.device_pixels import DevicePixels
-from app.inference.engine import Analysis, MattingEngine
+from app.inference.engine import Analysis, MattingEngine, RuntimeChoice
 from app.inference.foreground import estimate_foreground
 from app.inference.matting import refine_matte, worth_refining
 from app.inference.person import PersonDetector
@@ -126,12 +126,21 @@ class LaneCounters:
 
 
 @dataclass(frozen=True)
+class LaneServing:
+    """How one network runs: the engine's runtime choice (runtime, precision, reason) and its calls in flight at most."""
+
+    runtime: RuntimeChoice | None
+    infer_requests: int
+
+
+@dataclass(frozen=True)
 class Readiness:
     """What the service holds and has done, for /health/ready: each network's counters, and the pixels in flight."""
 
     default_model: str
     models: Mapping[str, LaneCounters]  # the loaded networks, the default first
     pixels_in_flight: int
+    serving: Mapping[str, LaneServing] = field(default_factory=dict)  # how each network runs (none: not known)
 
     @property
     def totals(self) -> LaneCounters:
@@ -146,6 +155,7 @@ class Lane:
     batcher: Batcher
     resolution: int
     input_filter: Image.Resampling = Image.Resampling.BILINEAR
+    runtime: RuntimeChoice | None = None  # which runtime and precision serve it, and why (for /health/ready)
 
 
 class SegmentService:
@@ -322,7 +332,7 @@ class SegmentService:
         on_input: Callable[[int, int], None] | None = None,
     ) -> "SegmentService":
         """One lane per loaded engine, with the batcher of the same name; the first engine is the default."""
-        lanes = {name: Lane(batchers[name], engine.resolution, engine.input_filter) for name, engine in engines.items()}
+        lanes = {name: Lane(batchers[name], engine.resolution, engine.input_filter, engine.choice) for name, engine in engines.items()}
         default = next(iter(engines))
         return cls(
             lanes,
@@ -351,7 +361,8 @@ class SegmentService:
         for name, lane in self._lanes.items():
             stats = lane.batcher.stats
             models[name] = LaneCounters(lane.batcher.depth, stats.batches, stats.images, stats.failures, stats.abandoned)
-        return Readiness(self._default_model, models, self._pixel_budget.in_use)
+        serving = {name: LaneServing(lane.runtime, lane.batcher.concurrency) for name, lane in self._lanes.items()}
+        return Readiness(self._default_model, models, self._pixel_budget.in_use, serving)
 
     async def segment(
         self,

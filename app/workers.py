@@ -18,9 +18,7 @@ and removed when the supervisor exits (app/metrics.py).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import math
 import multiprocessing
 import os
 import shutil
@@ -37,6 +35,7 @@ from pathlib import Path
 import uvicorn
 
 from app import logs
+from app.cpu import available_cores
 from app.http.server_protocol import with_header_timeout
 from app.settings import Settings
 
@@ -73,18 +72,6 @@ def run_server(settings: Settings, sockets: list[socket.socket] | None = None, m
 
 
 # ---------------------------------------------------------------- how many
-
-
-def available_cores() -> int:
-    """Cores this process may use: its CPU affinity, less a cgroup CPU quota (a container's CPU limit) when lower."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
-        if quota != "max":
-            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass  # no cgroup v2 quota
-    return cores
 
 
 def uses_gpu(settings: Settings) -> bool:
@@ -130,7 +117,7 @@ def supervise(settings: Settings, count: int) -> int:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     if settings.torch_threads == 0:
         # Each process's CPU intra-op pool would otherwise take every core.
-        settings = dataclasses.replace(settings, torch_threads=max(1, available_cores() // count))
+        settings = settings.replace(torch_threads=max(1, available_cores() // count))
     stop = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import json
 import sys
 import time
@@ -81,13 +80,13 @@ def evaluation_pairs(manifest: Path, count: int) -> Iterator[Photo]:
 
 
 def overrides(pairs: list[str]) -> dict[str, object]:
-    types = {f.name: type(f.default) for f in dataclasses.fields(Settings)}
+    """``name=value`` pairs, as text: Settings parses and checks each value as it does the environment's."""
     out: dict[str, object] = {}
     for pair in pairs:
         name, _, value = pair.partition("=")
-        if name not in types:
+        if name not in Settings.model_fields:
             raise SystemExit(f"unknown setting {name!r}")
-        out[name] = types[name](value)
+        out[name] = value
     return out
 
 

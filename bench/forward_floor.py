@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     forward, request = statistics.median(forwards), statistics.median(requests)
     result = {
         "machine": machine(),
-        "networks": f"{networks} at {side}², {engine.runtime} {engine.dtype}",
+        "networks": f"{networks} at {side}², {engine.runtime} {engine.choice.precision if engine.choice else engine.dtype}",
         "megapixels": args.megapixels,
         "service_env": overrides,
         "target": target,

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import json
 import sys
 import time
@@ -81,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides["models_dir"] = args.models_dir
     if args.resolution is not None:
         overrides["resolution"] = args.resolution
-    settings = dataclasses.replace(base, **overrides)
+    settings = base.replace(**overrides)
     names = [n for n in args.models.split(",") if n] or list(CATALOGUE)
     chosen = pairs(args.manifest, args.limit)
     results: dict[str, object] = {}

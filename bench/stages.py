@@ -85,7 +85,8 @@ def main() -> None:
         f"matte PNG (level {settings.matte_png_compression})": lambda: b"".join(iter_matte_png(alpha, settings.matte_png_compression)),
     }
     second = f", second pass at {engine.second_resolution}²" if engine.second_resolution else ""
-    print(f"{width} x {height} JPEG, {engine.runtime} on {engine.device}{second}, {torch.get_num_threads()} threads")
+    precision = engine.choice.precision if engine.choice else str(engine.dtype)
+    print(f"{width} x {height} JPEG, {engine.runtime} {precision} on {engine.device}{second}, {torch.get_num_threads()} threads")
     results = {}
     with torch.inference_mode():
         for name, step in stages.items():

@@ -100,3 +100,85 @@ def test_abandoned_requests_are_skipped(engine, photos):
     kept, stats = asyncio.run(scenario())
     assert kept.shape == (SIZE, SIZE)
     assert stats.images == 1
+
+
+def test_several_batches_run_at_once_and_none_is_lost(engine, photos):
+    """``concurrency`` workers: that many calls in flight together (each waits at a barrier for the others), every request answered with its own row."""
+    import itertools
+    import threading
+
+    in_flight = 3
+    barrier = threading.Barrier(in_flight, timeout=60)  # broken, and the calls fail, unless three arrive together
+    calls = itertools.count(1)
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        if next(calls) <= in_flight:
+            barrier.wait()
+        return engine.predict(batch)
+
+    alone = [engine.predict(p[None])[0] for p in photos]
+    requests = [photos[i % len(photos)] for i in range(4 * in_flight + 1)]
+
+    async def scenario():
+        batcher = Batcher(predict, max_batch_size=1, max_wait_s=0.0, queue_size=32, concurrency=in_flight)
+        await batcher.start()
+        try:
+            results = await asyncio.gather(*(batcher.submit(p) for p in requests))
+            await batcher.drain(5)
+        finally:
+            await batcher.stop()
+        return results, batcher.stats
+
+    results, stats = asyncio.run(scenario())
+    assert stats.images == len(requests) and stats.failures == 0
+    for index, got in enumerate(results):
+        assert np.abs(got - alone[index % len(photos)]).max() < 1e-3
+
+
+def test_a_failing_call_among_concurrent_ones_fails_only_its_request(engine, photos):
+    poisoned = photos[0]
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        if np.array_equal(batch[0], poisoned):
+            raise RuntimeError("simulated fault on one input")
+        return engine.predict(batch)
+
+    async def scenario():
+        batcher = Batcher(predict, max_batch_size=1, max_wait_s=0.0, queue_size=16, concurrency=2)
+        await batcher.start()
+        try:
+            return await asyncio.gather(*(batcher.submit(p) for p in photos + photos), return_exceptions=True), batcher.stats
+        finally:
+            await batcher.stop()
+
+    results, stats = asyncio.run(scenario())
+    failed = [i for i, r in enumerate(results) if isinstance(r, BatchFailedError)]
+    assert failed == [0, len(photos)]  # the poisoned photo, both times
+    assert all(isinstance(r, np.ndarray) and r.shape == (SIZE, SIZE) for i, r in enumerate(results) if i not in failed)
+    assert stats.failures == 2 and stats.images == 2 * len(photos) - 2
+
+
+def test_drain_waits_for_every_call_in_flight():
+    import threading
+
+    release = threading.Event()
+
+    def slow(batch: np.ndarray) -> np.ndarray:
+        release.wait(30)
+        return batch[:, 0, 0, 0].astype(np.float32)
+
+    async def scenario():
+        batcher = Batcher(slow, max_batch_size=1, max_wait_s=0.0, queue_size=8, concurrency=2)
+        await batcher.start()
+        jobs = [asyncio.ensure_future(batcher.submit(np.full((2, 2, 3), i, np.uint8))) for i in range(2)]
+        await asyncio.sleep(0.2)  # both taken off the queue: the queue is empty, the calls are running
+        assert batcher.depth == 0
+        threading.Timer(0.5, release.set).start()
+        await batcher.drain(10)
+        released, answered = release.is_set(), batcher.stats.images  # both calls answered by the time drain returns
+        results = await asyncio.gather(*jobs)
+        await batcher.stop()
+        return released, answered, results
+
+    released, answered, results = asyncio.run(scenario())
+    assert released and answered == 2 and results == [0.0, 1.0]

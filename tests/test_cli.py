@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import select
 import shutil
 import subprocess
 import sys
@@ -129,3 +131,30 @@ def test_serve_takes_settings_as_options(weights, tmp_path: Path):
     finally:
         process.terminate()
         assert process.wait(timeout=60) == 0
+
+
+def test_progress_is_a_bar_on_a_terminal_and_a_plain_line_per_image_elsewhere(tmp_path: Path):
+    from app.cli import Progress
+
+    controller, terminal_end = os.openpty()
+    with os.fdopen(terminal_end, "w") as terminal:
+        progress = Progress(2, terminal)
+        progress.step("a.jpg: written")
+        progress.step("b.jpg: failed")
+    drawn = b""
+    try:
+        while select.select([controller], [], [], 0.5)[0]:  # a terminal hands its writes over in pieces
+            drawn += os.read(controller, 1 << 16)
+    except OSError:  # EIO: the other end is closed and all it wrote has been read
+        pass
+    os.close(controller)
+    drawn = drawn.decode()
+    assert "\r" in drawn and "100%" in drawn and "2/2 images" in drawn and "img/s" in drawn and "a.jpg" not in drawn
+    log = tmp_path / "progress.log"
+    with log.open("w") as plain:
+        progress = Progress(2, plain)
+        progress.step("a.jpg: written")
+        progress.step("b.jpg: failed")
+    lines = log.read_text().splitlines()
+    assert [line.split()[0] for line in lines] == ["1/2", "2/2"] and "\r" not in log.read_text()
+    assert lines[0].endswith("a.jpg: written") and lines[1].endswith("b.jpg: failed") and all("img/s" in line and " left " in line for line in lines)

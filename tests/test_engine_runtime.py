@@ -1,4 +1,5 @@
-"""Engine options: the runtime choice (ONNX Runtime on the CPU by default), its ONNX graphs, and the bf16 capability check."""
+"""Engine options: the runtime choice (OpenVINO bf16 on CPUs with native bf16, ONNX Runtime fp32 on others), its ONNX graphs,
+and the bf16 capability check."""
 
 from __future__ import annotations
 
@@ -9,7 +10,23 @@ import numpy as np
 import pytest
 import torch
 
-from app.inference.engine import GPU_BATCH_SIZE, SKY_SERVING_RESOLUTION, MattingEngine, cpu_has_native_bf16, pick_batch_size, pick_runtime, pick_second_resolution
+from app.catalogue import CATALOGUE
+from app.cpu import CpuCapabilities
+from app.inference.engine import (
+    GPU_BATCH_SIZE,
+    SKY_SERVING_RESOLUTION,
+    MattingEngine,
+    RuntimeChoice,
+    choose_runtime,
+    cpu_has_native_bf16,
+    installed_runtimes,
+    machine_capabilities,
+    network_choice,
+    pick_batch_size,
+    pick_infer_requests,
+    pick_second_resolution,
+)
+from app.inference.openvino_backend import OvModel
 from app.inference.ort_backend import OrtModel, onnx_name
 from app.settings import Settings, SettingsError
 from app.weights.__main__ import export_graphs
@@ -42,25 +59,86 @@ def torch_engine(weights, sky_weights):
     return MattingEngine.from_settings(Settings(weights=weights, sky_weights=sky_weights, device="cpu", runtime="torch", resolution=RESOLUTION))
 
 
-def test_auto_runs_onnxruntime_for_float32_on_the_cpu_and_torch_otherwise():
-    assert pick_runtime("auto", torch.device("cpu"), torch.float32) == "onnxruntime"
-    assert pick_runtime("auto", torch.device("cpu"), torch.bfloat16) == "torch"
-    assert pick_runtime("auto", torch.device("cuda"), torch.float16) == "torch"
-    assert pick_runtime("torch", torch.device("cpu"), torch.float32) == "torch"
+@pytest.fixture(scope="module")
+def ort_scene_engine(weights, sky_weights):
+    return MattingEngine.from_settings(Settings(weights=weights, sky_weights=sky_weights, device="cpu", runtime="onnxruntime", resolution=RESOLUTION))
 
 
-def test_the_default_engine_serves_both_networks_from_onnxruntime(engine):
-    assert engine.runtime == "onnxruntime"
-    assert isinstance(engine.model, OrtModel)
+CPU = torch.device("cpu")
+SAPPHIRE_RAPIDS = CpuCapabilities(cores=32, bf16_instructions=("amx_bf16", "avx512_bf16"))
+ZEN4 = CpuCapabilities(cores=16, bf16_instructions=("avx512_bf16",))
+ZEN3 = CpuCapabilities(cores=16)  # AVX2 only
+BOTH = frozenset({"onnxruntime", "openvino"})
+
+
+def runtime_and_precision(choice: RuntimeChoice) -> tuple[str, str]:
+    return choice.runtime, choice.precision
+
+
+@pytest.mark.parametrize("cpu", [SAPPHIRE_RAPIDS, ZEN4])
+def test_auto_serves_openvino_bf16_on_a_cpu_with_native_bf16(cpu):
+    choice = choose_runtime("auto", "auto", CPU, cpu, BOTH)
+    assert runtime_and_precision(choice) == ("openvino", "bfloat16")
+    assert "avx512_bf16" in choice.reason and "quality gate" in choice.reason
+
+
+def test_auto_keeps_onnxruntime_fp32_without_native_bf16_or_without_openvino():
+    for cpu, installed, why in ((ZEN3, BOTH, "no native bf16"), (ZEN4, frozenset({"onnxruntime"}), "openvino is not installed")):
+        choice = choose_runtime("auto", "auto", CPU, cpu, installed)
+        assert runtime_and_precision(choice) == ("onnxruntime", "float32")
+        assert why in choice.reason
+    # bf16 switched off by the operator: today's engine, whatever the CPU
+    off = choose_runtime("auto", "float32", CPU, SAPPHIRE_RAPIDS, BOTH)
+    assert runtime_and_precision(off) == ("onnxruntime", "float32") and "BGR_DTYPE=float32" in off.reason
+    assert choose_runtime("auto", "auto", CPU, ZEN3, frozenset()).runtime == "torch"  # neither CPU runtime installed
+
+
+def test_forced_runtimes_and_the_gpu():
+    assert runtime_and_precision(choose_runtime("openvino", "auto", CPU, ZEN3, BOTH)) == ("openvino", "float32")  # no native bf16
+    assert runtime_and_precision(choose_runtime("openvino", "auto", CPU, ZEN4, BOTH)) == ("openvino", "bfloat16")
+    assert runtime_and_precision(choose_runtime("openvino", "float32", CPU, ZEN4, BOTH)) == ("openvino", "float32")
+    assert runtime_and_precision(choose_runtime("torch", "auto", CPU, ZEN4, BOTH)) == ("torch", "float32")
+    assert runtime_and_precision(choose_runtime("auto", "auto", torch.device("cuda"), ZEN4, BOTH)) == ("torch", "float16")
+    for runtime in ("onnxruntime", "openvino"):
+        with pytest.raises(ValueError, match="CPU"):
+            choose_runtime(runtime, "auto", torch.device("cuda"), ZEN4, BOTH)
+
+
+def test_a_published_graph_stays_on_onnxruntime_unless_openvino_is_asked_for():
+    machine = choose_runtime("auto", "auto", CPU, ZEN4, BOTH)
+    published, ported = CATALOGUE["birefnet-general-lite"], CATALOGUE["u2netp"]
+    assert network_choice(ported, machine, "auto") == machine
+    kept = network_choice(published, machine, "auto")
+    assert runtime_and_precision(kept) == ("onnxruntime", "float32") and "quality gate" in kept.reason
+    forced = choose_runtime("openvino", "auto", CPU, ZEN4, BOTH)
+    assert network_choice(published, forced, "openvino") == forced
+
+
+def test_requests_in_flight_grow_with_the_cores_on_openvino_only():
+    openvino = RuntimeChoice("openvino", "bfloat16", "")
+    assert [pick_infer_requests("auto", openvino, cores) for cores in (2, 8, 16, 32)] == [1, 1, 2, 4]
+    assert pick_infer_requests("auto", RuntimeChoice("onnxruntime", "float32", ""), 32) == 1
+    assert pick_infer_requests("3", RuntimeChoice("onnxruntime", "float32", ""), 2) == 3  # what the operator sets wins
+    for bad in ("0", "-1", "two"):
+        with pytest.raises(SettingsError, match="BGR_INFER_REQUESTS"):
+            Settings.from_env({"BGR_INFER_REQUESTS": bad})
+
+
+def test_the_default_engine_serves_both_networks_from_the_runtime_auto_picks(engine):
+    installed = installed_runtimes()
+    expected = choose_runtime("auto", "auto", CPU, machine_capabilities(installed), installed)
+    assert engine.choice == expected
+    kind = {"openvino": OvModel, "onnxruntime": OrtModel}[expected.runtime]
+    assert isinstance(engine.model, kind)
     if engine.sky_model is not None:
-        assert isinstance(engine.sky_model, OrtModel)
+        assert isinstance(engine.sky_model, kind)
 
 
-def test_onnxruntime_matches_torch_on_a_batch(engine, torch_engine):
+def test_onnxruntime_matches_torch_on_a_batch(ort_scene_engine, torch_engine):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (2, RESOLUTION, RESOLUTION, 3), dtype=np.uint8)
     images[1, 24:72, 24:72] = 255  # a bright square, so the two rows differ in content
-    ours, theirs = engine.analyse(images), torch_engine.analyse(images)
+    ours, theirs = ort_scene_engine.analyse(images), torch_engine.analyse(images)
     for mine, reference in zip(ours, theirs):
         assert mine.matte.shape == reference.matte.shape == (RESOLUTION, RESOLUTION)
         assert mine.matte.dtype == np.float32
@@ -198,3 +276,15 @@ def test_the_server_resizes_as_the_engine_asks_for_one_pass_or_two(weights, tmp_
     assert local.input_filter == (Image.Resampling.LANCZOS if second != "0" else Image.Resampling.BILINEAR)
     matte = local.predict(model_input(rgb, local.resolution, local.input_filter)[None])[0]
     assert np.abs(served - matte_at_size(matte, *picture.size).astype(int)).max() <= 1
+
+
+def test_an_input_too_small_for_openvino_falls_back_to_onnxruntime_under_auto():
+    from app.inference.engine import OPENVINO_MIN_SIDE, small_input_choice
+
+    bf16 = RuntimeChoice("openvino", "bfloat16", "native bf16")
+    assert small_input_choice(bf16, OPENVINO_MIN_SIDE, "auto") == bf16
+    assert runtime_and_precision(small_input_choice(bf16, 32, "auto")) == ("onnxruntime", "float32")
+    with pytest.raises(ValueError, match="at least 64"):
+        small_input_choice(bf16, 32, "openvino")
+    fp32 = RuntimeChoice("onnxruntime", "float32", "")
+    assert small_input_choice(fp32, 32, "auto") == fp32

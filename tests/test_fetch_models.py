@@ -113,6 +113,7 @@ def test_a_dropped_connection_leaves_nothing_loadable_and_the_retry_resumes(file
     assert handler.seen[0] is None and all(r is not None and r.startswith("bytes=") for r in handler.seen[1:])
     manifest = json.loads((models / "birefnet-general-lite.json").read_text())
     assert manifest["source_md5"] == hashlib.md5(PAYLOAD).hexdigest() and manifest["commercial_use"] is True
+    assert {key: manifest[key] for key in network.provenance()} == network.provenance()  # the authors' licence, and rembg's
 
 
 def test_a_server_that_ignores_ranges_gets_a_fresh_download(files, tmp_path):

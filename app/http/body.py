@@ -1,4 +1,4 @@
-"""A request body read whole, within a limit, for every API; the service's own image-size limit."""
+"""A request body read whole, within a limit, and parsed as a form, for every API; the service's own image-size limit."""
 
 from __future__ import annotations
 
@@ -19,3 +19,12 @@ async def read_capped(request: Request, limit: int, too_large: Exception) -> byt
             raise too_large
         body += piece
     return bytes(body)
+
+
+def replayed(request: Request, body: bytes) -> Request:
+    """``request`` with ``body`` (already read, within its API's limit) as its body, for Starlette's form parser."""
+
+    async def replay() -> dict[str, object]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return Request(request.scope, replay)

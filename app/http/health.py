@@ -26,6 +26,6 @@ async def ready(request: Request) -> Response:
             **asdict(readiness.totals),
             "pixels_in_flight": readiness.pixels_in_flight,
             "default_model": readiness.default_model,
-            "models": {name: asdict(counters) for name, counters in readiness.models.items()},
+            "models": {name: {**asdict(counters), **asdict(readiness.serving[name])} for name, counters in readiness.models.items()},
         }
     )

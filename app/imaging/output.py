@@ -32,11 +32,8 @@ def parse_colour(text: str) -> Rgba:
     text = text.strip()
     match = _HEX.fullmatch(text)
     if match:
-        digits = match.group(1)
-        if len(digits) <= 4:
-            digits = "".join(d * 2 for d in digits)
-        values = [int(digits[i : i + 2], 16) for i in range(0, len(digits), 2)]
-        return (values[0], values[1], values[2], values[3] if len(values) == 4 else 255)
+        red, green, blue, *alpha = ImageColor.getrgb("#" + match.group(1))  # Pillow's reading of #rgb[a] and #rrggbb[aa]
+        return (red, green, blue, alpha[0] if alpha else 255)
     name = text.lower()
     if name in ImageColor.colormap:
         red, green, blue = ImageColor.getrgb(name)[:3]

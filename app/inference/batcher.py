@@ -1,10 +1,12 @@
-"""Dynamic batching: many requests, one model worker.
+"""Dynamic batching: many requests, ``concurrency`` model workers.
 
 Requests put their preprocessed input on a bounded queue and await a future.
-One worker task takes the first waiting item, gathers more for at most
-``max_wait_s`` (or until ``max_batch_size``), runs the whole batch on a single
-inference thread and hands every request its own row. A failing batch fails
-only its own requests; the worker carries on.
+Each worker task takes the first waiting item, gathers more for at most
+``max_wait_s`` (or until ``max_batch_size``), runs the whole batch on an
+inference thread of its own and hands every request its own row. With
+``concurrency`` above 1 that many batches are in flight at once (a runtime that
+runs several calls in parallel, such as OpenVINO's streams). A failing batch
+fails only its own requests; the workers carry on.
 """
 
 from __future__ import annotations
@@ -63,8 +65,12 @@ class Batcher(Generic[Result]):
         on_batch: BatchObserver | None = None,
         stack: Callable[[list[Any]], Any] | None = None,
         on_depth: DepthObserver | None = None,
+        concurrency: int = 1,
     ) -> None:
-        """``stack``: the requests' inputs as one batch; None: numpy's (else, e.g., one that makes a device tensor)."""
+        """``stack``: the requests' inputs as one batch; None: numpy's (else, e.g., one that makes a device tensor).
+        ``concurrency``: batches in flight at once, each on its own thread; ``predict`` must allow that many callers."""
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
         self._predict = predict
         self._stack = stack or np.stack
         self._on_batch = on_batch
@@ -72,10 +78,11 @@ class Batcher(Generic[Result]):
         self._max_batch_size = max_batch_size
         self._max_wait_s = max_wait_s
         self._queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=queue_size)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
-        self._worker: asyncio.Task[None] | None = None
+        self._concurrency = concurrency
+        self._executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="inference")
+        self._workers: list[asyncio.Task[None]] = []
         self._accepting = False
-        self._busy = False
+        self._busy = 0  # workers holding jobs taken off the queue and not yet answered
         self.stats = BatchStats()
 
     @property
@@ -86,9 +93,13 @@ class Batcher(Generic[Result]):
         if self._on_depth is not None:
             self._on_depth(self._queue.qsize())
 
+    @property
+    def concurrency(self) -> int:
+        return self._concurrency
+
     async def start(self) -> None:
         self._accepting = True
-        self._worker = asyncio.create_task(self._run(), name="batcher")
+        self._workers = [asyncio.create_task(self._run(), name=f"batcher-{index}") for index in range(self._concurrency)]
 
     async def drain(self, timeout_s: float) -> None:
         """Stop taking new work and wait (up to ``timeout_s``) until everything queued or running is answered."""
@@ -99,10 +110,11 @@ class Batcher(Generic[Result]):
 
     async def stop(self) -> None:
         self._accepting = False
-        if self._worker is not None:
-            self._worker.cancel()
+        for worker in self._workers:
+            worker.cancel()
+        for worker in self._workers:
             try:
-                await self._worker
+                await worker
             except asyncio.CancelledError:
                 pass
         while not self._queue.empty():
@@ -128,7 +140,7 @@ class Batcher(Generic[Result]):
         while True:
             jobs = [await self._queue.get()]
             self._depth_changed()
-            self._busy = True  # from here until answered, these jobs are in no queue: drain must wait for them
+            self._busy += 1  # from here until answered, these jobs are in no queue: drain must wait for them
             try:
                 await self._gather(jobs)
                 live = [job for job in jobs if not job.future.done()]
@@ -136,7 +148,7 @@ class Batcher(Generic[Result]):
                 if live:
                     await self._run_batch(loop, live)
             finally:
-                self._busy = False
+                self._busy -= 1
 
     async def _gather(self, jobs: list[_Job]) -> None:
         deadline = time.monotonic() + self._max_wait_s

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -14,9 +15,11 @@ from PIL import Image
 from torch import nn
 
 from app.catalogue import CATALOGUE, DEFAULT_MODEL, IMAGENET_MEAN, IMAGENET_STD, CatalogueError, Network as CataloguedNetwork, Preprocess, lookup
+from app.cpu import CpuCapabilities, available_cores, cpu_capabilities
 from app.inference.device_pixels import DevicePixels, use_device_pixels
 from app.inference.families import loader
 from app.inference.isnet import ISNet
+from app.inference.openvino_backend import OvModel, openvino_available, openvino_lists_bf16, probe_input, reduced_precision_hazards
 from app.inference.ort_backend import OrtModel, exported_onnx, onnxruntime_available
 from app.inference.person import PersonDetector
 from app.inference.u2net import U2Net, load_u2netp
@@ -25,7 +28,7 @@ from app.storage import default_cache_dir  # BGR_WEIGHTS_CACHE, where `weights f
 
 log = logging.getLogger(__name__)
 
-Network = ISNet | U2Net | OrtModel  # called the same way: N x 3 x H x W in, N x 1 x H x W out
+Network = ISNet | U2Net | OrtModel | OvModel  # called the same way: N x 3 x H x W in, N x 1 x H x W out
 
 # The sky map the service routes on. Below the published graph's 384 because the map is coarse
 # anyway: at 256 the sky network costs 0.27 s instead of 0.62 s on the 2-core CPU, and on the
@@ -51,12 +54,6 @@ def cpu_has_native_bf16() -> bool:
         return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):  # a private op: absent from some builds
         return False
-
-
-def pick_dtype(name: str, device: torch.device) -> torch.dtype:
-    if name == "auto":
-        return torch.float16 if device.type == "cuda" else torch.float32
-    return _DTYPES[name]
 
 
 def pick_second_resolution(configured: str, resolution: int, device: torch.device) -> int:
@@ -90,20 +87,95 @@ def pick_batch_size(configured: int, device: torch.device) -> int:
     return GPU_BATCH_SIZE if device.type == "cuda" else 1
 
 
-def pick_runtime(name: str, device: torch.device, dtype: torch.dtype) -> str:
-    """``auto``: ONNX Runtime for fp32 on the CPU (about 25% faster there), when it is installed; torch otherwise."""
-    if name == "auto":
-        cpu_fp32 = device.type == "cpu" and dtype == torch.float32
-        return "onnxruntime" if cpu_fp32 and onnxruntime_available() else "torch"
-    if name == "onnxruntime" and (device.type != "cpu" or dtype != torch.float32):
-        raise ValueError("BGR_RUNTIME=onnxruntime runs float32 on the CPU only (BGR_DEVICE=cpu, BGR_DTYPE auto or float32)")
-    return name
+RuntimeName = Literal["torch", "onnxruntime", "openvino"]
+
+
+@dataclass(frozen=True)
+class RuntimeChoice:
+    """Which runtime runs a network, in which arithmetic, and why: logged at start and shown by ``/health/ready``."""
+
+    runtime: RuntimeName
+    precision: str  # float32 | bfloat16 | float16: the arithmetic of the network's layers
+    reason: str
+
+
+def installed_runtimes() -> frozenset[str]:
+    """The optional CPU runtimes this environment has (a GPU image may have neither)."""
+    return frozenset(name for name, present in (("onnxruntime", onnxruntime_available()), ("openvino", openvino_available())) if present)
+
+
+def machine_capabilities(installed: frozenset[str]) -> CpuCapabilities:
+    """This CPU's, with OpenVINO's word on bf16 when it is installed."""
+    return cpu_capabilities(openvino_lists_bf16() if "openvino" in installed else None)
+
+
+def choose_runtime(runtime: str, dtype: str, device: torch.device, cpu: CpuCapabilities, installed: frozenset[str]) -> RuntimeChoice:
+    """BGR_RUNTIME and BGR_DTYPE as a runtime and precision for the project's own networks on ``device``.
+
+    ``auto`` on the CPU: OpenVINO in bf16 where the CPU multiplies bf16 natively (AMX or AVX-512
+    BF16): about 0.2x of ONNX Runtime fp32's forward on a Sapphire Rapids core and 0.4x on Zen 4,
+    and it passed the quality gate (bench/runtime_gate.py, BENCHMARKS.md). Elsewhere ONNX Runtime in
+    fp32, today's default: on the CPUs measured, OpenVINO in f32 was level with it or at most a
+    fifth faster, never clearly enough to change a default that AVX2-only machines (not measurable
+    here) have always run. On CUDA: PyTorch, in float16 unless BGR_DTYPE says otherwise.
+    """
+    if device.type != "cpu":
+        if runtime in ("onnxruntime", "openvino"):
+            raise ValueError(f"BGR_RUNTIME={runtime} runs on the CPU only (BGR_DEVICE=cpu)")
+        precision = "float16" if dtype == "auto" else dtype
+        return RuntimeChoice("torch", precision, f"{device.type}: PyTorch in {precision}")
+    if runtime == "onnxruntime":
+        if dtype not in ("auto", "float32"):
+            raise ValueError("BGR_RUNTIME=onnxruntime runs float32 on the CPU only (BGR_DEVICE=cpu, BGR_DTYPE auto or float32)")
+        return RuntimeChoice("onnxruntime", "float32", "BGR_RUNTIME=onnxruntime")
+    if runtime == "openvino":
+        if dtype != "auto":
+            return RuntimeChoice("openvino", dtype, f"BGR_RUNTIME=openvino, BGR_DTYPE={dtype}")
+        if cpu.native_bf16:
+            return RuntimeChoice("openvino", "bfloat16", f"BGR_RUNTIME=openvino; the CPU multiplies bf16 natively ({', '.join(cpu.bf16_instructions)})")
+        return RuntimeChoice("openvino", "float32", "BGR_RUNTIME=openvino; no native bf16 on this CPU (neither AMX-BF16 nor AVX-512 BF16)")
+    if runtime == "torch":
+        precision = "float32" if dtype == "auto" else dtype
+        return RuntimeChoice("torch", precision, f"BGR_RUNTIME=torch in {precision}")
+    # auto
+    if dtype in ("auto", "bfloat16") and "openvino" in installed and (cpu.native_bf16 or dtype == "bfloat16"):
+        why = f"the CPU multiplies bf16 natively ({', '.join(cpu.bf16_instructions)})" if cpu.native_bf16 else "BGR_DTYPE=bfloat16"
+        return RuntimeChoice("openvino", "bfloat16", f"{why}: OpenVINO bf16, several times ONNX Runtime fp32's speed there, passed the quality gate")
+    if dtype in ("auto", "float32") and "onnxruntime" in installed:
+        if dtype == "float32":
+            why = "BGR_DTYPE=float32"
+        elif not cpu.native_bf16:
+            why = "no native bf16 on this CPU (neither AMX-BF16 nor AVX-512 BF16)"
+        else:
+            why = "openvino is not installed"
+        return RuntimeChoice("onnxruntime", "float32", f"{why}: ONNX Runtime fp32, the fastest fp32 runtime measured on CPUs without bf16")
+    precision = "float32" if dtype == "auto" else dtype
+    return RuntimeChoice("torch", precision, f"PyTorch in {precision}: no CPU runtime for it is installed (onnxruntime, openvino)")
+
+
+CORES_PER_REQUEST = 8  # BGR_INFER_REQUESTS=auto with OpenVINO: one request in flight per this many cores
+
+
+def pick_infer_requests(configured: str, choice: RuntimeChoice, cores: int) -> int:
+    """BGR_INFER_REQUESTS as a number: how many calls of one network run at once.
+
+    ``auto``: with OpenVINO, one request (a stream of its own) per 8 cores; one otherwise. One
+    request takes every core: on this project's 2-core machine a second stream served 5% more
+    forwards a second and made a lone request 2.5 times as slow (one thread instead of two).
+    OpenVINO's THROUGHPUT hint would give each stream 1-5 threads (by the model's memory pressure;
+    IS-Net at 1024² got 1), the most images a second on a full queue, at the cost of every
+    request's latency; 8 threads a request keeps a lone request fast while a many-core server
+    still runs several at once (BENCHMARKS.md, "Requests in flight").
+    """
+    if configured != "auto":
+        return int(configured)
+    return max(1, cores // CORES_PER_REQUEST) if choice.runtime == "openvino" else 1
 
 
 SceneNetworks = tuple[Network | None, PersonDetector | None]
 
 
-def load_scene_networks(settings: Settings, runtime: str, device: torch.device, dtype: torch.dtype) -> SceneNetworks:
+def load_scene_networks(settings: Settings, choice: RuntimeChoice, device: torch.device, dtype: torch.dtype, requests: int = 1) -> SceneNetworks:
     """The sky network and the person detector scene handling routes on; (None, None), logged, when off or either is absent."""
     if settings.target == "subject":
         log.info("scene handling off: BGR_TARGET=subject")
@@ -115,7 +187,12 @@ def load_scene_networks(settings: Settings, runtime: str, device: torch.device, 
             " or ".join(str(path) for path in missing),
         )
         return None, None
-    return _load(runtime, settings.sky_weights, load_u2netp, device, dtype, settings.torch_threads), PersonDetector(settings.person_weights)
+    if choice.runtime != "torch":
+        graph = exported_onnx(settings.sky_weights, load_u2netp, default_cache_dir() / "onnx")
+        choice = checked_precision(choice, graph, probe_input(SKY_SERVING_RESOLUTION, IMAGENET_MEAN, IMAGENET_STD, 255.0), settings)
+        log.info("sky network", extra={"runtime": choice.runtime, "precision": choice.precision, "why": choice.reason})
+    sky = _load(choice, settings.sky_weights, load_u2netp, device, dtype, settings.torch_threads, requests)
+    return sky, PersonDetector(settings.person_weights)
 
 
 def load_engines(settings: Settings) -> dict[str, MattingEngine]:
@@ -129,10 +206,57 @@ def load_engines(settings: Settings) -> dict[str, MattingEngine]:
     return engines
 
 
-def _load(runtime: str, weights: Path, loader: Callable[..., nn.Module], device: torch.device, dtype: torch.dtype, threads: int) -> Network:
-    if runtime == "onnxruntime":
-        return OrtModel(exported_onnx(weights, loader, default_cache_dir() / "onnx"), threads=threads)
-    return loader(weights, device=device, dtype=dtype).to(memory_format=torch.channels_last)
+def _load(
+    choice: RuntimeChoice, weights: Path, loader: Callable[..., nn.Module], device: torch.device, dtype: torch.dtype, threads: int, requests: int
+) -> Network:
+    if choice.runtime == "torch":
+        return loader(weights, device=device, dtype=dtype).to(memory_format=torch.channels_last)
+    graph = exported_onnx(weights, loader, default_cache_dir() / "onnx")
+    if choice.runtime == "openvino":
+        return _openvino(graph, choice, threads, requests)
+    return OrtModel(graph, threads=threads)
+
+
+def _openvino(graph: Path, choice: RuntimeChoice, threads: int, requests: int, output: int = 0) -> OvModel:
+    # BGR_TORCH_THREADS, else the cores this process may use: OpenVINO's own default (every core of the
+    # affinity) would overrun a container's CPU limit.
+    return OvModel(graph, choice.precision, threads=threads or available_cores(), requests=requests, cache_dir=openvino_cache_dir(), output=output)
+
+
+# The side of the picture a reduced precision is checked on (openvino_precision.py) for networks of any input size:
+# what it measures does not depend on the size, and every convolution's output is kept at once.
+PROBE_SIDE = 320
+
+
+def _probe(preprocess: Preprocess) -> np.ndarray:
+    side = PROBE_SIDE if preprocess.resizable else preprocess.side
+    return probe_input(side, preprocess.mean, preprocess.std, preprocess.pixel_scale)
+
+
+def checked_precision(choice: RuntimeChoice, graph: Path, probe: np.ndarray, settings: Settings) -> RuntimeChoice:
+    """``choice``, or f32 for the whole network where its reduced precision would cancel in a convolution.
+
+    The check (openvino_precision.py) runs once per graph file; its answer is kept beside OpenVINO's
+    compiled models. An explicit BGR_DTYPE is served as asked, with a warning in the log.
+    """
+    if choice.runtime != "openvino" or choice.precision == "float32":
+        return choice
+    hazards = reduced_precision_hazards(graph, probe, openvino_cache_dir())
+    if not hazards:
+        return choice
+    worst = max(hazards, key=lambda name: hazards[name])
+    why = f"{choice.precision} would cancel in {worst} (its bias takes away all but 1/{hazards[worst]:.0f} of its sum)"
+    if settings.dtype != "auto":
+        log.warning(f"{why}; served in {choice.precision} as BGR_DTYPE asks", extra={"graph": str(graph)})
+        return choice
+    if settings.runtime == "openvino":
+        return RuntimeChoice("openvino", "float32", f"{why}: OpenVINO f32")
+    return RuntimeChoice("onnxruntime", "float32", f"{why}: ONNX Runtime fp32")
+
+
+def openvino_cache_dir() -> Path:
+    """OpenVINO's compiled models, beside the exported graphs (BGR_WEIGHTS_CACHE/openvino)."""
+    return default_cache_dir() / "openvino"
 
 
 class ModelUnavailableError(RuntimeError):
@@ -161,11 +285,42 @@ def resolve_network(name: str, settings: Settings) -> CataloguedNetwork:
     return network
 
 
-def _load_network(network: CataloguedNetwork, weights: Path, runtime: str, device: torch.device, dtype: torch.dtype, threads: int) -> Network:
+def _load_network(
+    network: CataloguedNetwork, weights: Path, choice: RuntimeChoice, device: torch.device, dtype: torch.dtype, threads: int, requests: int
+) -> Network:
     if network.runtime == "torch":
-        return _load(runtime, weights, loader(network.family), device, dtype, threads)
-    # A published graph: ONNX Runtime whatever BGR_RUNTIME says, on CUDA where onnxruntime-gpu offers it.
+        return _load(choice, weights, loader(network.family), device, dtype, threads, requests)
+    if choice.runtime == "openvino":
+        return _openvino(weights, choice, threads, requests, network.preprocess.output)
+    # A published graph otherwise runs on ONNX Runtime, on CUDA where onnxruntime-gpu offers it.
     return OrtModel(weights, threads=threads, output=network.preprocess.output, cuda=device.type == "cuda")
+
+
+def network_choice(network: CataloguedNetwork, machine: RuntimeChoice, configured: str) -> RuntimeChoice:
+    """The machine's choice for the project's own networks; a published graph under ``auto`` keeps ONNX Runtime in fp32.
+
+    The quality gate measured the project's networks (IS-Net, the sky network) in bf16, not the
+    published graphs; BGR_RUNTIME=openvino runs those on OpenVINO too, in the machine's precision.
+    """
+    if network.runtime == "torch" or machine.runtime == "onnxruntime" or (machine.runtime == "openvino" and configured == "openvino"):
+        return machine
+    if machine.runtime == "openvino":
+        return RuntimeChoice("onnxruntime", "float32", "a published graph, not covered by the bf16 quality gate: ONNX Runtime fp32 (BGR_RUNTIME=openvino runs it on OpenVINO)")
+    return RuntimeChoice("onnxruntime", "float32", "a published graph: ONNX Runtime")
+
+
+# OpenVINO's shape inference refuses a pooling window larger than its input, where ONNX Runtime and PyTorch pool
+# what there is: IS-Net's first stage pools its half-size input five times, so it needs sides of 64 and more.
+OPENVINO_MIN_SIDE = 64
+
+
+def small_input_choice(choice: RuntimeChoice, smallest_side: int, configured: str) -> RuntimeChoice:
+    """``choice``, unless OpenVINO would be given an input under OPENVINO_MIN_SIDE: then ONNX Runtime fp32 (an error if OpenVINO was asked for)."""
+    if choice.runtime != "openvino" or smallest_side >= OPENVINO_MIN_SIDE:
+        return choice
+    if configured == "openvino":
+        raise ValueError(f"BGR_RUNTIME=openvino needs model inputs of at least {OPENVINO_MIN_SIDE} pixels a side (BGR_RESOLUTION, BGR_SECOND_RESOLUTION)")
+    return RuntimeChoice("onnxruntime", "float32", f"a model input of {smallest_side} pixels, under the {OPENVINO_MIN_SIDE} OpenVINO's pooling needs: ONNX Runtime fp32")
 
 
 @dataclass(frozen=True)
@@ -181,7 +336,8 @@ class Analysis:
 class MattingEngine:
     """Runs one subject network (and the sky network, when loaded) on batches of square ``resolution`` RGB images.
 
-    ``predict`` and ``analyse`` are synchronous and meant for one dedicated worker thread.
+    ``predict`` and ``analyse`` are synchronous; up to ``requests`` threads may call them at once
+    (the batcher's inference threads: the runtime runs that many calls in parallel).
     """
 
     model: Network
@@ -197,6 +353,8 @@ class MattingEngine:
     preprocess: Preprocess = CATALOGUE[DEFAULT_MODEL].preprocess
     logits: bool = True  # the network's output goes through a sigmoid (the project's modules always give logits)
     device_pixels: DevicePixels | None = None  # decoding and resizing on the device (BGR_DEVICE_PIXELS); None: on the CPU
+    choice: RuntimeChoice | None = None  # the runtime, precision and why, for the log and /health/ready
+    requests: int = 1  # calls the runtime runs at once (BGR_INFER_REQUESTS)
 
     @classmethod
     def from_settings(cls, settings: Settings, model: str | None = None, scene: SceneNetworks | None = None) -> "MattingEngine":
@@ -204,18 +362,27 @@ class MattingEngine:
         if settings.torch_threads > 0:
             torch.set_num_threads(settings.torch_threads)
         device = pick_device(settings.device)
-        dtype = pick_dtype(settings.dtype, device)
-        if dtype == torch.bfloat16 and device.type == "cpu" and not cpu_has_native_bf16():
-            log.warning("this CPU lacks what oneDNN's bf16 convolutions need (AVX-512 BW/VL/DQ or AVX-NE-CONVERT): bf16 runs 6-10x slower than fp32")
-        runtime = pick_runtime(settings.runtime, device, dtype)
+        installed = installed_runtimes()
+        capabilities = machine_capabilities(installed) if device.type == "cpu" else CpuCapabilities(cores=0)
+        machine = choose_runtime(settings.runtime, settings.dtype, device, capabilities, installed)
         network = resolve_network(model or settings.model, settings)
-        net = _load_network(network, network_weights(network, settings), runtime, device, dtype, settings.torch_threads)
-        sky_model, person_detector = scene if scene is not None else load_scene_networks(settings, runtime, device, dtype)
         preprocess = network.preprocess
-        served_by = runtime if network.runtime == "torch" else "onnxruntime"
         resolution = settings.resolution if preprocess.resizable else preprocess.side
         # A published graph may fix its input size: only resizable networks take a second pass.
         second_resolution = pick_second_resolution(settings.second_resolution, resolution, device) if preprocess.resizable else 0
+        choice = small_input_choice(network_choice(network, machine, settings.runtime), min(filter(None, (resolution, second_resolution))), settings.runtime)
+        weights = network_weights(network, settings)
+        if choice.runtime == "openvino":
+            graph = exported_onnx(weights, loader(network.family), default_cache_dir() / "onnx") if network.runtime == "torch" else weights
+            choice = checked_precision(choice, graph, _probe(preprocess), settings)
+        dtype = _DTYPES[choice.precision] if choice.runtime == "torch" else torch.float32  # other runtimes take float32 in and out
+        if dtype == torch.bfloat16 and device.type == "cpu" and not cpu_has_native_bf16():
+            log.warning("this CPU lacks what oneDNN's bf16 convolutions need (AVX-512 BW/VL/DQ or AVX-NE-CONVERT): bf16 runs 6-10x slower than fp32")
+        requests = pick_infer_requests(settings.infer_requests, choice, settings.torch_threads or capabilities.cores or 1)
+        net = _load_network(network, weights, choice, device, dtype, settings.torch_threads, requests)
+        if scene is None:
+            scene = load_scene_networks(settings, machine, device, _DTYPES[machine.precision] if machine.runtime == "torch" else torch.float32, requests)
+        sky_model, person_detector = scene
         pixels_on_device = use_device_pixels(settings.device_pixels, device)
         log.info(
             "model loaded",
@@ -223,7 +390,10 @@ class MattingEngine:
                 "model": network.name,
                 "device": str(device),
                 "dtype": str(dtype),
-                "runtime": served_by,
+                "runtime": choice.runtime,
+                "precision": choice.precision,
+                "why": choice.reason,
+                "infer_requests": requests,
                 "resolution": resolution,
                 "second_resolution": second_resolution,
                 "scene_handling": sky_model is not None,
@@ -237,12 +407,14 @@ class MattingEngine:
             resolution=resolution,
             sky_model=sky_model,
             person_detector=person_detector,
-            runtime=served_by,
+            runtime=choice.runtime,
             second_resolution=second_resolution,
             name=network.name,
             preprocess=preprocess,
             logits=network.runtime == "torch" or preprocess.transform == "sigmoid",
             device_pixels=DevicePixels(device) if pixels_on_device else None,
+            choice=choice,
+            requests=requests,
         )
 
     @property

