@@ -11,8 +11,8 @@ Then the matting stage alone at each of ``--refine-megapixels``, beside IS-Net's
 run (the stage's time depends on the photo's size and on how much of the subject's outline is unsure;
 the forward's does not): on ``--refine-photo`` (default: the portrait with the most flying hair of
 ../shared/evaldata-hires when it is there, else the bench JPEG) scaled to each size, with its own matte.
-Where OpenVINO is installed, IS-Net's forward is also timed there in bf16 (the faster CPU runtime, for
-the stage's ratio to it).
+The forward is that of the networks a photo goes through (IS-Net and the sky network), on the runtime the
+engine picked and, where that is not ONNX Runtime, on ONNX Runtime fp32 too (the CPU path before OpenVINO's bf16).
 """
 
 from __future__ import annotations
@@ -109,47 +109,62 @@ def main() -> None:
 PORTRAIT = ROOT.parent / "shared" / "evaldata-hires" / "ppm100" / "images" / "ppm_14996438642_58c976f957_o.jpg"
 
 
-def openvino_forward(engine: MattingEngine):
-    """IS-Net's forward in OpenVINO at bf16 (its CPU plug-in's own precision hint), or None without OpenVINO."""
-    try:
-        import openvino as ov
-    except ImportError:
-        return None
-    from app.inference.ort_backend import onnx_name
+def networks_forward(engine: MattingEngine, batch: torch.Tensor):
+    """One call of the networks a photo goes through (IS-Net, and the sky network where it is loaded)."""
 
-    weights = Settings.from_env().weights
-    core = ov.Core()
-    model = core.read_model(str(weights.parent / onnx_name(weights)))
-    model.reshape([1, 3, engine.resolution, engine.resolution])
-    compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "bf16", "INFERENCE_NUM_THREADS": torch.get_num_threads()})
-    request = compiled.create_infer_request()
-    x = np.random.default_rng(0).normal(0, 0.3, (1, 3, engine.resolution, engine.resolution)).astype(np.float32)
-    return lambda: request.infer({0: x})
+    def forward() -> None:
+        engine._matte(batch).cpu()
+        if engine.sky_model is not None:
+            engine._sky(batch).cpu()
+
+    return forward
 
 
 def refine_by_size(engine: MattingEngine, sizes: list[float], photo: Path | None, batch, repeats: int) -> None:
-    """The matting stage on one photo scaled to each size, beside the forward(s), medians of ``repeats``."""
+    """The matting stage on one photo scaled to each size, beside the networks' forward on the served runtime and,
+    where that is not it, on ONNX Runtime fp32 (the CPU path before OpenVINO); medians of ``repeats``, interleaved."""
     from PIL import Image
 
     source = photo or (PORTRAIT if PORTRAIT.exists() else make_jpeg(12.0, ROOT / "bench" / "results" / "inputs"))
     original = Image.open(source).convert("RGB")
+    forwards = {f"{engine.runtime} {engine.choice.precision if engine.choice else engine.dtype}": networks_forward(engine, batch)}
+    if engine.device.type == "cpu" and engine.runtime != "onnxruntime":
+        fp32 = MattingEngine.from_settings(Settings.from_env().replace(runtime="onnxruntime", dtype="float32"))
+        forwards["onnxruntime fp32"] = networks_forward(fp32, fp32._to_device(batch.cpu()))
+    seconds: dict[str, list[float]] = {name: [] for name in forwards}
     with torch.inference_mode():
-        forward = median_seconds(lambda: engine._matte(batch).cpu(), repeats)
-    ov_forward = openvino_forward(engine)
-    ov_seconds = median_seconds(ov_forward, repeats) if ov_forward is not None else None
-    print(f"\nthe matting stage on {source.name}, {torch.get_num_threads()} threads; IS-Net's forward: {engine.runtime} "
-          f"{forward:.3f} s" + (f", OpenVINO bf16 {ov_seconds:.3f} s" if ov_seconds else ""))
-    print(f"{'size':>16s} {'refine s':>9s} {'x forward':>10s}" + (f" {'x OpenVINO':>11s}" if ov_seconds else ""))
+        for name, forward in forwards.items():
+            forward()  # warm-up
+        for _ in range(repeats):
+            for name, forward in forwards.items():
+                started = time.perf_counter()
+                forward()
+                seconds[name].append(time.perf_counter() - started)
+    medians = {name: float(np.median(times)) for name, times in seconds.items()}
+    networks = "IS-Net + sky network" if engine.sky_model is not None else "IS-Net"
+    print(f"\nthe matting stage on {source.name}, {torch.get_num_threads()} threads; the networks' forward ({networks}): "
+          + ", ".join(f"{name} {value:.3f} s" for name, value in medians.items()))
+    print(f"{'size':>16s} {'refine s':>9s}" + "".join(f" {'x ' + name:>20s}" for name in medians))
     for megapixels in sizes:
         scale = (megapixels * 1e6 / (original.width * original.height)) ** 0.5
         image = original.resize((round(original.width * scale), round(original.height * scale)), Image.LANCZOS)
         rgb = np.asarray(image)
         matte = engine.analyse(model_input(rgb, engine.resolution, engine.input_filter)[None])[0].matte
         base = matte_at_size(matte, image.width, image.height)
-        seconds = median_seconds(lambda: refine_matte(rgb, matte, base), repeats)
-        line = f"{image.width:>7d} x {image.height:<6d} {seconds:9.3f} {seconds / forward:10.2f}"
-        print(line + (f" {seconds / ov_seconds:11.2f}" if ov_seconds else ""), flush=True)
-
+        refine = median_seconds(lambda: refine_matte(rgb, matte, base), repeats)
+        line = f"{image.width:>7d} x {image.height:<6d} {refine:9.3f}" + "".join(f" {refine / value:20.2f}" for value in medians.values())
+        print(line, flush=True)
+    # The worst case: a matte unsure everywhere, over a texture (the band is then the whole picture until
+    # MattingParams.max_band_pixels makes the stage work at a coarser size).
+    print("worst case (noise, the matte 0.5 everywhere):")
+    for megapixels in sizes:
+        width = round((megapixels * 1e6 * 1.5) ** 0.5)
+        height = round(megapixels * 1e6 / width)
+        noise = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
+        unsure = np.full((engine.resolution, engine.resolution), 0.5, dtype=np.float32)
+        refine = median_seconds(lambda: refine_matte(noise, unsure), repeats)
+        line = f"{width:>7d} x {height:<6d} {refine:9.3f}" + "".join(f" {refine / value:20.2f}" for value in medians.values())
+        print(line, flush=True)
 
 if __name__ == "__main__":
     main()

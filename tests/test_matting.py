@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -114,6 +115,25 @@ def test_odd_and_tiny_sizes(size):
     rgb = composite(alpha, seed=1)
     out = refine_matte(rgb, network_like(alpha, 64))
     assert out.shape == (height, width) and out.dtype == np.uint8
+
+
+def test_a_matte_unsure_everywhere_is_solved_at_a_coarser_size():
+    """The stage's cost follows its band; a band over MattingParams.max_band_pixels (a texture, a coarse network) is
+    solved at a coarser working size, so no photo costs more than a band of that size."""
+    noise = np.random.default_rng(0).integers(0, 256, (900, 1200, 3), dtype=np.uint8)
+    unsure = np.full((64, 64), 0.5, dtype=np.float32)
+    seen: list[tuple[int, int]] = []
+
+    def recording(image, prior, band, params):
+        seen.append((int(band.sum()), image.shape[2] * image.shape[3]))
+        return prior
+
+    for cap in (10**9, 20_000):
+        out = refine_matte(noise, unsure, params=replace(DEFAULT_PARAMS, max_band_pixels=cap), solve=recording)
+        assert out.shape == (900, 1200)
+    (whole, work), (capped, coarser) = seen
+    assert whole == work > 100_000  # the band is the whole working image
+    assert capped == coarser and capped <= 20_000
 
 
 def test_auto_refines_large_photos_with_an_unsure_band(synthetic):

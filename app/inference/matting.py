@@ -56,6 +56,7 @@ class MattingParams:
     guide_radius: float = 2.0  # the guided upsampling's windows, in network pixels
     guide_epsilon: float = 1e-4
     snap: bool = True  # the certain regions (off the band) set to exactly 0 and 255, as a trimap takes them
+    max_band_pixels: int = 65_536  # a band larger than this (the portraits' largest: 43,509) is solved at a coarser size
     levels: float = 0.03  # the solved alpha stretched so that this much at each end becomes 0 or 1 (a background's haze)
 
 
@@ -173,26 +174,36 @@ def _conjugate_gradients(apply, rhs: torch.Tensor, diagonal: torch.Tensor, itera
     return x
 
 
+def _box(x: torch.Tensor, k: int) -> torch.Tensor:
+    """The mean over every ``k x k`` window wholly inside ``x`` (``n x C x h x w``), in two one-dimensional passes: 2k
+    reads a pixel instead of k^2 (a coarse network's matte makes k large)."""
+    return F.avg_pool2d(F.avg_pool2d(x, (k, 1), 1), (1, k), 1)
+
+
 def _guided_coefficients(image: torch.Tensor, alpha: torch.Tensor, active: torch.Tensor, radius: int, epsilon: float) -> torch.Tensor:
     """The fast guided filter's smoothed coefficients on the active tiles: ``1 x 4 x h x w`` (a: 3, b: 1; zero elsewhere).
 
     image ``1 x 3 x h x w``, alpha ``1 x 1 x h x w``: alpha fitted as ``a . I + b`` in every window of ``2 radius + 1``.
     """
     _, _, height, width = image.shape
-    tiles = _Tiles(active, WORK_TILE, 2 * radius, height, width)
+    span = WORK_TILE + 4 * radius
+    if int(active.sum()) * span * span > height * width:  # the halos would outweigh the map: one tile holds it all
+        tiles = _Tiles(torch.ones(1, 1, dtype=torch.bool), max(height, width), 2 * radius, height, width)
+    else:
+        tiles = _Tiles(active, WORK_TILE, 2 * radius, height, width)
     k = 2 * radius + 1
     guide = tiles.patches(image)
     source = tiles.patches(alpha)
     inside = tiles.patches(torch.ones_like(alpha))
-    count = F.avg_pool2d(inside, k, 1).clamp_min(1e-6)  # windows cut by the image's edge average what they hold
-    mean = lambda x: F.avg_pool2d(x, k, 1) / count  # noqa: E731
+    count = _box(inside, k).clamp_min(1e-6)  # windows cut by the image's edge average what they hold
+    mean = lambda x: _box(x, k) / count  # noqa: E731
     mean_i, mean_p = mean(guide), mean(source)
     covariance = mean(_second_moments(guide)) - _second_moments(mean_i)
     covariance[:, (0, 3, 5)] += epsilon
     a = _symmetric_matvec(_inverse_symmetric3(covariance), mean(guide * source) - mean_i * mean_p)
     b = mean_p - (a * mean_i).sum(1, keepdim=True)
     inner = inside[:, :, radius:-radius, radius:-radius]
-    smoothed = F.avg_pool2d(torch.cat((a, b), 1) * inner, k, 1) / F.avg_pool2d(inner, k, 1).clamp_min(1e-6)
+    smoothed = _box(torch.cat((a, b), 1) * inner, k) / _box(inner, k).clamp_min(1e-6)
     return tiles.to_map(smoothed, torch.zeros(1, 4, height, width))
 
 
@@ -247,16 +258,23 @@ def refine_matte(
     if base is None:
         base = matte_at_size(matte, width, height)
     factor = work_factor(height, width, params.work_pixels)
-    small = _reduced(rgb, factor)
-    work_h, work_w = small.shape[:2]
-    image = _floats(small)
-    prior = F.interpolate(torch.from_numpy(np.asarray(matte, dtype=np.float32))[None, None], size=(work_h, work_w), mode="bilinear", align_corners=False)
-    unit = max(work_h, work_w) / max(matte.shape)  # working pixels per network pixel
-    reach = max(1, round(params.band * unit))
-    unsure = ((prior > params.low) & (prior < params.high)).float()
-    band = _grow(unsure, reach)[0, 0] > 0
-    if not bool(band.any()):
+    while True:
+        small = _reduced(rgb, factor)
+        work_h, work_w = small.shape[:2]
+        prior = F.interpolate(torch.from_numpy(np.asarray(matte, dtype=np.float32))[None, None], size=(work_h, work_w), mode="bilinear", align_corners=False)
+        unit = max(work_h, work_w) / max(matte.shape)  # working pixels per network pixel
+        reach = max(1, round(params.band * unit))
+        unsure = ((prior > params.low) & (prior < params.high)).float()
+        band = _grow(unsure, reach)[0, 0] > 0
+        band_pixels = int(band.sum())
+        if band_pixels <= params.max_band_pixels or min(work_h, work_w) < 2 * WORK_TILE:
+            break
+        # A matte unsure nearly everywhere (a texture, a coarse network): solved at a coarser size, so the cost stays
+        # bounded whatever the photo.
+        factor = math.ceil(factor * math.sqrt(band_pixels / params.max_band_pixels))
+    if band_pixels == 0:
         return base
+    image = _floats(small)
     alpha = (solve or solve_band)(image, prior, band, params)
 
     guide_radius = max(1, round(params.guide_radius * unit))
