@@ -269,15 +269,15 @@ class SegmentService:
         return alpha, target, measures, False
 
     @staticmethod
-    def _may_refine(refine: RefineChoice, width: int, height: int) -> bool:
+    def _may_refine(refine: RefineChoice, width: int, height: int, lane: Lane) -> bool:
         """Whether the matting stage may run on a photo of this size (so its pixels must be kept)."""
-        return refine == "on" or (refine == "auto" and worth_refining(width, height, None))
+        return refine == "on" or (refine == "auto" and worth_refining(width, height, lane.resolution**2))
 
     @staticmethod
     def _refines(refine: RefineChoice, prepared: Prepared, analysis: Analysis) -> bool:
         if refine == "off" or prepared.rgb is None:
             return False
-        return refine == "on" or worth_refining(prepared.width, prepared.height, analysis.matte)
+        return refine == "on" or worth_refining(prepared.width, prepared.height, analysis.matte.size, analysis.matte)
 
     @staticmethod
     def _refined(prepared: Prepared, analysis: Analysis) -> np.ndarray:
@@ -403,7 +403,7 @@ class SegmentService:
             info = await asyncio.to_thread(probe_image, data)
         if self._on_input is not None:
             self._on_input(info.width, info.height)
-        needs_pixels = needs_guide or self._may_refine(refine_choice, info.width, info.height)
+        needs_pixels = needs_guide or self._may_refine(refine_choice, info.width, info.height, lane)
         held = await self._pixel_budget.acquire(info.width * info.height)
         try:
             async with self._cpu_slots:

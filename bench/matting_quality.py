@@ -67,7 +67,7 @@ def configurations(methods: bool) -> dict:
     """name -> function (rgb, matte, base) -> alpha."""
     out = {
         ALONE: lambda rgb, matte, base: base,
-        DEFAULT: lambda rgb, matte, base: refine_matte(rgb, matte, base) if worth_refining(rgb.shape[1], rgb.shape[0], matte) else base,
+        DEFAULT: lambda rgb, matte, base: refine_matte(rgb, matte, base) if worth_refining(rgb.shape[1], rgb.shape[0], matte.size, matte) else base,
         ON: lambda rgb, matte, base: refine_matte(rgb, matte, base),
     }
     if methods:
@@ -85,7 +85,8 @@ def summary(rows: list[dict], config: str, ids: list[str]) -> dict | None:
         return None
     out = {m: float(np.mean([picked[i][m] for i in ids])) for m in METRICS}
     for m in ("mae", "soft", "grad"):
-        out[f"{m}_x"] = out[m] / float(np.mean([alone[i][m] for i in ids]))
+        reference = float(np.mean([alone[i][m] for i in ids]))
+        out[f"{m}_x"] = out[m] / reference if reference > 0 else float("nan")  # a set of hard mattes has no soft band
     out["median_s"] = float(np.median([picked[i]["seconds"] for i in ids]))
     out["photos"] = len(ids)
     return out

@@ -68,11 +68,24 @@ def from_key(key: str) -> MattingParams:
     return MattingParams(**json.loads(key))
 
 
+# Parameters added after rows were written, with the behaviour those rows had, so that old rows keep their meaning:
+# before ``snap`` the certain regions kept the network's values; ``max_band_pixels`` is a cost bound that no portrait's
+# band reaches (the largest: 43,509 working pixels), so rows from before it are what the default gives.
+BEFORE_THE_PARAMETER = {"snap": False, "max_band_pixels": DEFAULT_PARAMS.max_band_pixels}
+
+
+def normalised(key: str) -> str:
+    if key == ALONE:
+        return key
+    return json.dumps({**BEFORE_THE_PARAMETER, **json.loads(key)}, sort_keys=True)
+
+
 def load_rows(path: Path = ROWS) -> dict[tuple[str, str], dict]:
     rows: dict[tuple[str, str], dict] = {}
     if path.exists():
         for line in path.read_text().splitlines():
             row = json.loads(line)
+            row["config"] = normalised(row["config"])
             rows[(row["config"], row["id"])] = row
     return rows
 

@@ -103,7 +103,7 @@ def main() -> None:
         print(f"{mode}: everything but the models {seconds:.3f} s against the models' {model:.3f} s ({seconds / model:.2f}x)"
               " (without the matting stage and the foreground's colours)")
     if args.refine_megapixels:
-        refine_by_size(engine, [float(mp) for mp in args.refine_megapixels.split(",")], args.refine_photo, batch, args.repeats)
+        refine_by_size(engine, [float(mp) for mp in args.refine_megapixels.split(",")], args.refine_photo, small, args.repeats)
 
 
 PORTRAIT = ROOT.parent / "shared" / "evaldata-hires" / "ppm100" / "images" / "ppm_14996438642_58c976f957_o.jpg"
@@ -120,17 +120,17 @@ def networks_forward(engine: MattingEngine, batch: torch.Tensor):
     return forward
 
 
-def refine_by_size(engine: MattingEngine, sizes: list[float], photo: Path | None, batch, repeats: int) -> None:
+def refine_by_size(engine: MattingEngine, sizes: list[float], photo: Path | None, small: np.ndarray, repeats: int) -> None:
     """The matting stage on one photo scaled to each size, beside the networks' forward on the served runtime and,
     where that is not it, on ONNX Runtime fp32 (the CPU path before OpenVINO); medians of ``repeats``, interleaved."""
     from PIL import Image
 
     source = photo or (PORTRAIT if PORTRAIT.exists() else make_jpeg(12.0, ROOT / "bench" / "results" / "inputs"))
     original = Image.open(source).convert("RGB")
-    forwards = {f"{engine.runtime} {engine.choice.precision if engine.choice else engine.dtype}": networks_forward(engine, batch)}
+    forwards = {f"{engine.runtime} {engine.choice.precision if engine.choice else engine.dtype}": networks_forward(engine, engine._to_device(small[None]))}
     if engine.device.type == "cpu" and engine.runtime != "onnxruntime":
         fp32 = MattingEngine.from_settings(Settings.from_env().replace(runtime="onnxruntime", dtype="float32"))
-        forwards["onnxruntime fp32"] = networks_forward(fp32, fp32._to_device(batch.cpu()))
+        forwards["onnxruntime fp32"] = networks_forward(fp32, fp32._to_device(small[None]))
     seconds: dict[str, list[float]] = {name: [] for name in forwards}
     with torch.inference_mode():
         for name, forward in forwards.items():

@@ -17,7 +17,7 @@ from PIL import Image, ImageFilter
 
 from app.imaging.decode import decode_image
 from app.imaging.png import iter_matte_png, iter_rgba_png
-from app.inference.matting import AUTO_MIN_PIXELS, DEFAULT_PARAMS, refine_matte, worth_refining
+from app.inference.matting import DEFAULT_PARAMS, refine_matte, worth_refining
 from app.inference.pipeline import matte_at_size, model_input
 from conftest import SEGMENT, png_bytes, require_shared
 
@@ -138,10 +138,11 @@ def test_a_matte_unsure_everywhere_is_solved_at_a_coarser_size():
 
 def test_auto_refines_large_photos_with_an_unsure_band(synthetic):
     _, _, matte, _ = synthetic
-    assert worth_refining(2400, 1600, matte)
-    assert not worth_refining(1000, 1000, matte)  # under AUTO_MIN_PIXELS the network sees what the photo holds
-    assert not worth_refining(4000, 3000, (matte > 0.5).astype(np.float32))  # a hard matte: nothing to re-solve
-    assert worth_refining(AUTO_MIN_PIXELS, 1, None)
+    network = matte.size
+    assert worth_refining(2400, 1600, network, matte)
+    assert not worth_refining(1000, 1000, network, matte)  # no larger than the network's input: it saw every pixel
+    assert not worth_refining(4000, 3000, network, (matte > 0.5).astype(np.float32))  # a hard matte: nothing to re-solve
+    assert worth_refining(1025, 1024, 1024 * 1024) and not worth_refining(1024, 1024, 1024 * 1024)
 
 
 MEMORY_PROBE = textwrap.dedent(
@@ -267,8 +268,18 @@ def test_the_stage_gains_on_real_portraits(engine):
 
 
 # --- through the APIs, on a real server ---------------------------------------------------------------------------------
-# fast_server runs the real network at a 64-pixel input: its mattes are coarse and unsure along the whole outline, so
-# BGR_REFINE=auto (its default) refines any photo of 2 megapixels or more.
+# The real network at a 64-pixel input (conftest.FAST) with BGR_REFINE at its default, auto: the mattes are coarse and
+# unsure along the whole outline, and every photo is larger than the network's input, so every photo is refined.
+
+
+@pytest.fixture(scope="module")
+def refining_server(weights, tmp_path_factory):
+    from conftest import FAST, start_server, stop_server
+
+    running = start_server({**FAST, "BGR_REFINE": "auto"}, tmp_path_factory.mktemp("refining") / "server.log")
+    yield running
+    stop_server(running)
+
 
 AZURE = {"api-version": "2023-02-01-preview"}
 
@@ -289,45 +300,46 @@ def rgba(data: bytes) -> np.ndarray:
         return np.asarray(image)
 
 
-def test_azures_refine_parameter(fast_server, large_jpeg):
-    refined, plain, auto, absent = (azure(fast_server, large_jpeg, **params) for params in
+def test_azures_refine_parameter(refining_server, large_jpeg):
+    refined, plain, auto, absent = (azure(refining_server, large_jpeg, **params) for params in
                                     ({"refine": "true"}, {"refine": "FALSE"}, {"refine": "auto"}, {}))
     assert all(r.status_code == 200 for r in (refined, plain, auto, absent))
     assert auto.content == absent.content == refined.content  # the server's default is auto, and this photo qualifies
     assert rgba(refined.content)[..., 3].tolist() != rgba(plain.content)[..., 3].tolist()
     # A refined cut-out gets the foreground's colours in its soft edge unless the request says otherwise.
-    assert azure(fast_server, large_jpeg, refine="true", decontaminate="true").content == refined.content
-    kept = rgba(azure(fast_server, large_jpeg, refine="true", decontaminate="false").content)
+    assert azure(refining_server, large_jpeg, refine="true", decontaminate="true").content == refined.content
+    kept = rgba(azure(refining_server, large_jpeg, refine="true", decontaminate="false").content)
     assert (kept[..., 3] == rgba(refined.content)[..., 3]).all() and (kept[..., :3] == rgba(plain.content)[..., :3]).all()
-    matte = azure(fast_server, large_jpeg, "foregroundMatting", refine="true")
+    matte = azure(refining_server, large_jpeg, "foregroundMatting", refine="true")
     assert (rgba(matte.content) == rgba(refined.content)[..., 3]).all()
     for bad in ("yes", "1", "on", ""):
-        response = azure(fast_server, large_jpeg, refine=bad)
+        response = azure(refining_server, large_jpeg, refine=bad)
         assert response.status_code == 400, bad
         assert response.json() == {"error": {"code": "InvalidRequest", "message": "Value for refine is invalid. Use true, false or auto."}}
 
 
-def test_rembgs_alpha_matting_is_the_stage_with_the_foregrounds_colours(fast_server, large_jpeg):
+def test_rembgs_alpha_matting_is_the_stage_with_the_foregrounds_colours(refining_server, large_jpeg):
     import requests
 
     def remove(**params: str) -> np.ndarray:
-        response = requests.post(fast_server.url + "/api/remove", files={"file": ("a.jpg", large_jpeg, "image/jpeg")}, params=params, timeout=300)
+        response = requests.post(refining_server.url + "/api/remove", files={"file": ("a.jpg", large_jpeg, "image/jpeg")}, params=params, timeout=300)
         assert response.status_code == 200, response.text
         return rgba(response.content)
 
-    assert (remove(a="true") == rgba(azure(fast_server, large_jpeg, refine="true", decontaminate="true").content)).all()
-    assert (remove(a="false") == rgba(azure(fast_server, large_jpeg, refine="false", decontaminate="false").content)).all()
-    assert (remove(a="true", om="true") == rgba(azure(fast_server, large_jpeg, "foregroundMatting", refine="true").content)).all()
+    assert (remove(a="true") == rgba(azure(refining_server, large_jpeg, refine="true", decontaminate="true").content)).all()
+    assert (remove(a="false") == rgba(azure(refining_server, large_jpeg, refine="false", decontaminate="false").content)).all()
+    assert (remove(a="true", om="true") == rgba(azure(refining_server, large_jpeg, "foregroundMatting", refine="true").content)).all()
 
 
-def test_remove_bgs_default_path_is_the_servers_default(fast_server, large_jpeg):
-    with fast_server.client() as client:
+def test_remove_bgs_default_path_is_the_servers_default(refining_server, large_jpeg):
+    with refining_server.client() as client:
         response = client.post("/v1.0/removebg", files={"image_file": ("a.jpg", large_jpeg)}, data={"size": "full", "channels": "alpha"})
     assert response.status_code == 200, response.text
     with Image.open(io.BytesIO(response.content)) as matte:
         assert matte.size == (1800, 1200)
         served = np.asarray(matte.convert("L"))
-    assert (served == rgba(azure(fast_server, large_jpeg).content)[..., 3]).all()
+    assert (served == rgba(azure(refining_server, large_jpeg).content)[..., 3]).all()
+    assert (served != rgba(azure(refining_server, large_jpeg, refine="false").content)[..., 3]).any()  # refined
 
 
 def test_the_refine_setting_is_the_default_a_request_overrides(weights, tmp_path_factory, large_jpeg):
@@ -341,15 +353,15 @@ def test_the_refine_setting_is_the_default_a_request_overrides(weights, tmp_path
         stop_server(server)
 
 
-def test_the_cli_sends_its_refine_option_to_an_endpoint(fast_server, large_jpeg, tmp_path):
+def test_the_cli_sends_its_refine_option_to_an_endpoint(refining_server, large_jpeg, tmp_path):
     from test_cli import run
 
     photo = tmp_path / "large.jpg"
     photo.write_bytes(large_jpeg)
     for option, query in (("on", "true"), ("off", "false")):
         out = tmp_path / option
-        done = run("remove", str(photo), "-o", str(out), "--endpoint", fast_server.url, "--refine", option)
+        done = run("remove", str(photo), "-o", str(out), "--endpoint", refining_server.url, "--refine", option)
         assert done.returncode == 0, done.stderr
-        assert (out / "large.png").read_bytes() == azure(fast_server, large_jpeg, refine=query).content, option
-    wrong = run("remove", str(photo), "-o", str(tmp_path / "x"), "--endpoint", fast_server.url, "--refine", "maybe")
+        assert (out / "large.png").read_bytes() == azure(refining_server, large_jpeg, refine=query).content, option
+    wrong = run("remove", str(photo), "-o", str(tmp_path / "x"), "--endpoint", refining_server.url, "--refine", "maybe")
     assert wrong.returncode == 2 and "--refine must be auto, on or off" in wrong.stderr

@@ -19,10 +19,12 @@ unsure, from the photo's colours:
    background leaves goes to 0) and feathered into the network's matte over a working pixel.
 
 Cost: the working size bounds steps 1-2 and only the band's pixels are solved, so the time grows with the length of
-the subject's unsure outline, hardly with the photo's area; the full-size pixels are read in chunks. On the 2-core
-development CPU: about 0.15-0.3 s from 2 to 12 megapixels and 0.5-0.7 s at 24, beside 1.1 s for IS-Net's forward in
-ONNX Runtime (bench/stages.py); memory beyond its own output alpha stays under a byte a photo pixel
-(tests/test_matting.py, bench/memory.py).
+the subject's unsure outline, hardly with the photo's area; a band over ``max_band_pixels`` (a matte unsure nearly
+everywhere) is solved at a coarser size, which bounds the worst case. The full-size pixels are read in chunks. On the
+2-core development CPU (bench/stages.py, a hairy portrait scaled): 0.13 s at 2 MP, 0.17 s at 8, 0.22 s at 12 and
+0.31 s at 24, beside 0.28 s for the networks' forward in OpenVINO bf16 and 1.24 s in ONNX Runtime fp32; a matte
+unsure everywhere over noise, 0.26 s at 2 MP and 0.76 s at 24. Memory beyond the photo: about 1.6 bytes a photo
+pixel, the output alpha included (tests/test_matting.py).
 """
 
 from __future__ import annotations
@@ -62,8 +64,7 @@ class MattingParams:
 
 DEFAULT_PARAMS = MattingParams()
 Solver = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, MattingParams], torch.Tensor]  # image, prior, band, params -> alpha
-AUTO_MIN_PIXELS = 2_000_000  # BGR_REFINE=auto: photos from this size on, where the network sees less than the photo holds
-AUTO_MIN_UNSURE = 0.002  # ... whose matte is unsure on at least this share of its pixels (a real unknown band)
+AUTO_MIN_UNSURE = 0.002  # BGR_REFINE=auto: photos larger than the network's input whose matte is unsure on at least this share of its pixels (a real unknown band)
 WORK_TILE = 16  # working-size pixels per side of a tile
 CHUNK_PIXELS = 1 << 18  # full-size band pixels processed at once
 _RADIUS = 1  # 3 x 3 closed-form windows
@@ -232,10 +233,11 @@ def _blocks(pixels: np.ndarray, ys: list[int], xs: list[int], block: int) -> np.
     return out
 
 
-def worth_refining(width: int, height: int, matte: np.ndarray | None, params: MattingParams = DEFAULT_PARAMS) -> bool:
-    """``BGR_REFINE=auto``'s rule: a photo of at least AUTO_MIN_PIXELS whose ``S x S`` matte is unsure (between
+def worth_refining(width: int, height: int, network_pixels: int, matte: np.ndarray | None = None, params: MattingParams = DEFAULT_PARAMS) -> bool:
+    """``BGR_REFINE=auto``'s rule: a photo of more pixels than the network's input (``network_pixels``, S x S: only
+    then does the scaled-up matte decide pixels the network never saw) whose ``S x S`` matte is unsure (between
     ``params.low`` and ``params.high``) on at least AUTO_MIN_UNSURE of its pixels (``matte`` None: the size alone)."""
-    if width * height < AUTO_MIN_PIXELS:
+    if width * height <= network_pixels:
         return False
     if matte is None:
         return True

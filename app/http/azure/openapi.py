@@ -146,8 +146,8 @@ def document() -> dict[str, Any]:
                     "in": "query",
                     "description": (
                         "Not in Azure's API: the matting stage, which re-solves a subject's matte along its edge (hair, "
-                        "fur, veils) from the photo's own pixels at its own size: true, false, or auto (photos of 2 "
-                        "megapixels or more whose matte has a real unsure band). A refined cut-out also gets the "
+                        "fur, veils) from the photo's own pixels at its own size: true, false, or auto (photos with more "
+                        "pixels than the network's input whose matte has a real unsure band). A refined cut-out also gets the "
                         "foreground's colours in its soft edge unless decontaminate=false. Absent: the server's default "
                         "(BGR_REFINE). Anything else is a 400 InvalidRequest."
                     ),
