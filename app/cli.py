@@ -17,7 +17,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Awaitable, Callable, Sequence, TextIO
+from typing import Awaitable, Callable, Mapping, Sequence, TextIO
 
 from tqdm import tqdm
 
@@ -129,8 +129,9 @@ class EndpointError(Exception):
     pass
 
 
-def endpoint_segmenter(endpoint: str, key: str | None, mode: str, timeout_s: float, model: str | None = None):
-    """Segment through any Azure-compatible endpoint (this service, or Azure's API shape); ``model``: one of this service's networks."""
+def endpoint_segmenter(endpoint: str, key: str | None, mode: str, timeout_s: float, options: Mapping[str, str] | None = None):
+    """Segment through any Azure-compatible endpoint (this service, or Azure's API shape); ``options``: this service's
+    own query parameters (model, refine, decontaminate), sent only when given."""
     import httpx
 
     base = endpoint.rstrip("/")
@@ -142,7 +143,7 @@ def endpoint_segmenter(endpoint: str, key: str | None, mode: str, timeout_s: flo
 
     async def segment(data: bytes) -> bytes:
         try:
-            params = {"api-version": API_VERSION, "mode": mode, **({"model": model} if model else {})}
+            params = {"api-version": API_VERSION, "mode": mode, **(options or {})}
             response = await client.post(url, params=params, content=data, headers=headers)
         except httpx.HTTPError as error:
             raise EndpointError(f"cannot reach {endpoint}: {type(error).__name__} {error}".strip()) from None
@@ -244,6 +245,24 @@ async def run_jobs(jobs: list[Job], segment: Segment, workers: int, skip_existin
     return summary
 
 
+REFINE_QUERY = {"on": "true", "off": "false", "auto": "auto"}  # BGR_REFINE's words as the `refine` query says them
+
+
+def endpoint_options(args: argparse.Namespace) -> dict[str, str]:
+    """The settings an endpoint takes per request, from --model, --refine and --decontaminate (the rest are the
+    server's own)."""
+    options: dict[str, str] = {}
+    if args.setting_model:
+        options["model"] = args.setting_model
+    if args.setting_refine:
+        if args.setting_refine.lower() not in REFINE_QUERY:
+            raise UsageError("--refine must be auto, on or off")
+        options["refine"] = REFINE_QUERY[args.setting_refine.lower()]
+    if args.setting_decontaminate:
+        options["decontaminate"] = args.setting_decontaminate.lower()
+    return options
+
+
 def remove(args: argparse.Namespace) -> int:
     ignored: list[Path] = []
     images = find_images(args.inputs, ignored)
@@ -260,7 +279,7 @@ def remove(args: argparse.Namespace) -> int:
 
     if args.endpoint:
         key = args.key or os.environ.get("BGR_CLIENT_KEY")
-        segment, close = endpoint_segmenter(args.endpoint, key, args.mode, args.timeout, getattr(args, "setting_model", None))
+        segment, close = endpoint_segmenter(args.endpoint, key, args.mode, args.timeout, endpoint_options(args))
         where = args.endpoint
     else:
         segment, close = local_segmenter(load_settings(args), args.mode)

@@ -32,6 +32,7 @@ from app.inference.batcher import Batcher, BatchFailedError, BatcherStoppedError
 from app.inference.device_pixels import DevicePixels
 from app.inference.engine import Analysis, MattingEngine, RuntimeChoice
 from app.inference.foreground import estimate_foreground
+from app.inference.matting import refine_matte, worth_refining
 from app.inference.person import PersonDetector
 from app.inference.pipeline import matte_at_size, model_input
 from app.inference.scene import SceneMeasures, SceneRule, Target, measure, scene_alpha
@@ -42,6 +43,8 @@ Mode = Literal["backgroundRemoval", "foregroundMatting"]
 MODES: tuple[Mode, ...] = ("backgroundRemoval", "foregroundMatting")
 TargetChoice = Literal["auto", "subject", "scene"]
 TARGET_CHOICES: tuple[TargetChoice, ...] = get_args(TargetChoice)
+RefineChoice = Literal["auto", "on", "off"]
+REFINE_CHOICES: tuple[RefineChoice, ...] = get_args(RefineChoice)
 
 
 @contextmanager
@@ -171,10 +174,11 @@ class SegmentService:
         default_target: TargetChoice = "auto",
         decontaminate: bool = False,
         device_pixels: DevicePixels | None = None,
+        refine: RefineChoice = "off",
     ) -> None:
         """``lanes``: each loaded network by name; ``scene_rule`` is None when there is no sky network or person detector
         (every image is then a subject); ``device_pixels``: JPEGs decoded and resized, mattes upsampled, on the
-        model's device (None: all on the CPU)."""
+        model's device (None: all on the CPU); ``refine``: the default of the matting stage (BGR_REFINE)."""
         if default_model not in lanes:
             raise ValueError(f"the default network {default_model!r} is not among the loaded {sorted(lanes)}")
         if scene_rule is not None and person_detector is None:
@@ -185,6 +189,7 @@ class SegmentService:
         self._person_detector = person_detector
         self._default_target = default_target
         self._decontaminate = decontaminate
+        self._refine = refine
         self._device_pixels = device_pixels
         self._on_input = on_input
         self._cpu_slots = asyncio.Semaphore(decode_concurrency)
@@ -215,6 +220,7 @@ class SegmentService:
         return lane
 
     def _prepare(self, data: bytes, info: ImageInfo, mode: Mode, needs_guide: bool, lane: Lane, max_output_pixels: int) -> Prepared:
+        """``needs_guide``: the pixels are wanted beyond a cut-out's (a scene's guide, the matting stage's photo)."""
         # An output scaled down (Pillow's Lanczos with a reducing gap), and anything over 16 MP, stays on the CPU.
         if self._device_pixels is not None and info.format == "JPEG" and info.width * info.height <= min(max_output_pixels, MAX_OUTPUT_PIXELS):
             keep_rgb = mode == "backgroundRemoval" or needs_guide
@@ -237,7 +243,10 @@ class SegmentService:
             image = decode_image(data, (lane.resolution, lane.resolution))
             return Prepared(None, info.width, info.height, model_input(image.rgb, lane.resolution, lane.input_filter))
 
-    def _alpha(self, prepared: Prepared, analysis: Analysis, choice: TargetChoice) -> tuple[np.ndarray, Target, SceneMeasures | None]:
+    def _alpha(
+        self, prepared: Prepared, analysis: Analysis, choice: TargetChoice, refine: RefineChoice
+    ) -> tuple[np.ndarray, Target, SceneMeasures | None, bool]:
+        """The alpha at output size, what it was taken for, the scene measures, and whether the matting stage ran."""
         measures = None
         target: Target = "subject"
         if self._scene_rule is not None and analysis.sky is not None and choice != "subject":
@@ -248,14 +257,37 @@ class SegmentService:
             else:
                 target = "scene"
         if target == "subject":
+            if self._refines(refine, prepared, analysis):
+                return self._refined(prepared, analysis), target, measures, True
             if self._device_pixels is not None and analysis.matte_on_device is not None:
-                return self._device_pixels.matte_at_size(analysis.matte_on_device, prepared.width, prepared.height), target, measures
-            return matte_at_size(analysis.matte, prepared.width, prepared.height), target, measures
+                return self._device_pixels.matte_at_size(analysis.matte_on_device, prepared.width, prepared.height), target, measures, False
+            return matte_at_size(analysis.matte, prepared.width, prepared.height), target, measures, False
         assert prepared.rgb is not None
         alpha = scene_alpha(analysis.sky, prepared.rgb)
         if alpha.shape != (prepared.height, prepared.width):  # a foregroundMatting output larger than the guide
             alpha = np.asarray(Image.fromarray(alpha).resize((prepared.width, prepared.height), Image.BILINEAR))
-        return alpha, target, measures
+        return alpha, target, measures, False
+
+    @staticmethod
+    def _may_refine(refine: RefineChoice, width: int, height: int, lane: Lane) -> bool:
+        """Whether the matting stage may run on a photo of this size (so its pixels must be kept)."""
+        return refine == "on" or (refine == "auto" and worth_refining(width, height, lane.resolution**2))
+
+    @staticmethod
+    def _refines(refine: RefineChoice, prepared: Prepared, analysis: Analysis) -> bool:
+        if refine == "off" or prepared.rgb is None:
+            return False
+        return refine == "on" or worth_refining(prepared.width, prepared.height, analysis.matte.size, analysis.matte)
+
+    @staticmethod
+    def _refined(prepared: Prepared, analysis: Analysis) -> np.ndarray:
+        """The matting stage at the pixels' size; a matte for a larger output (foregroundMatting over 16 MP) is scaled
+        up from there, as a scene's is."""
+        assert prepared.rgb is not None
+        alpha = refine_matte(prepared.rgb, analysis.matte)
+        if alpha.shape != (prepared.height, prepared.width):
+            alpha = np.asarray(Image.fromarray(alpha).resize((prepared.width, prepared.height), Image.BILINEAR))
+        return alpha
 
     def _person_score(self, prepared: Prepared, measures: SceneMeasures | None, asked: bool) -> float | None:
         """The scene rule's person score where it asked the detector; else the detector's, when ``asked``."""
@@ -271,15 +303,20 @@ class SegmentService:
         analysis: Analysis,
         mode: Mode,
         choice: TargetChoice,
-        decontaminate: bool,
+        decontaminate: bool | None,
         encode: Encoder | None,
         score_person: bool,
+        refine: RefineChoice,
     ) -> Composed:
-        alpha, target, measures = self._alpha(prepared, analysis, choice)
+        alpha, target, measures, refined = self._alpha(prepared, analysis, choice, refine)
         person = self._person_score(prepared, measures, score_person)
         if mode == "foregroundMatting":
             return Composed(Encoded(iter_matte_png(alpha, self._matte_png_compression)), target, measures, person)
         assert prepared.rgb is not None
+        if decontaminate is None:
+            # A refined edge gets the foreground's colours unless the request says otherwise: hair the stage gave back
+            # would otherwise carry its old background.
+            decontaminate = self._decontaminate or refined
         colours = estimate_foreground(prepared.rgb, alpha) if decontaminate else prepared.rgb
         if encode is not None:
             return Composed(encode(Cutout(colours, alpha, target, person)), target, measures, person)
@@ -311,6 +348,7 @@ class SegmentService:
             default_target=settings.target,  # type: ignore[arg-type]  # validated by Settings
             decontaminate=settings.decontaminate,
             device_pixels=engines[default].device_pixels,
+            refine=settings.refine,  # type: ignore[arg-type]  # validated by Settings
         )
 
     @property
@@ -336,12 +374,15 @@ class SegmentService:
         encode: Encoder | None = None,
         max_output_pixels: int = MAX_OUTPUT_PIXELS,
         score_person: bool = False,
+        refine: RefineChoice | None = None,
     ) -> ImageStream:
         """The response as a stream of byte chunks; the caller must ``close()`` it when sent or abandoned.
 
         ``target``: subject, scene, or auto (decide from the image); None means the server's default.
         ``decontaminate``: whether a cut-out's semi-transparent pixels get the foreground's estimated
-        colour instead of the photo's; None means the server's default.
+        colour instead of the photo's; None means the server's default, or yes where the matting stage ran.
+        ``refine``: the matting stage (app/inference/matting.py) on a subject's matte: on, off, or auto (large photos
+        whose matte has a real unsure band); None means the server's default (BGR_REFINE).
         ``model``: a loaded network by name; None means the server's default.
         ``encode``: a backgroundRemoval cut-out's own encoding (Azure's RGBA PNG when None).
         ``max_output_pixels``: a cut-out is scaled down to at most this many pixels, aspect kept.
@@ -356,15 +397,17 @@ class SegmentService:
         choice = target or self._default_target
         if choice == "scene" and self._scene_rule is None:
             raise errors.SceneUnavailable()
+        refine_choice = refine or self._refine
         needs_guide = self._scene_rule is not None and choice != "subject"
         with image_errors():
             info = await asyncio.to_thread(probe_image, data)
         if self._on_input is not None:
             self._on_input(info.width, info.height)
+        needs_pixels = needs_guide or self._may_refine(refine_choice, info.width, info.height, lane)
         held = await self._pixel_budget.acquire(info.width * info.height)
         try:
             async with self._cpu_slots:
-                prepared = await asyncio.to_thread(self._prepare, data, info, mode, needs_guide, lane, max_output_pixels)
+                prepared = await asyncio.to_thread(self._prepare, data, info, mode, needs_pixels, lane, max_output_pixels)
             del data
             try:
                 analysis = await lane.batcher.submit(prepared.model_rgb)
@@ -376,8 +419,9 @@ class SegmentService:
                 raise errors.InferenceFailed() from None
             prepared.model_rgb = None
             async with self._cpu_slots:
-                colours = self._decontaminate if decontaminate is None else decontaminate
-                composed = await asyncio.to_thread(self._compose, prepared, analysis, mode, choice, colours, encode, score_person)
+                composed = await asyncio.to_thread(
+                    self._compose, prepared, analysis, mode, choice, decontaminate, encode, score_person, refine_choice
+                )
         except BaseException:
             self._pixel_budget.release(held)
             raise

@@ -96,6 +96,7 @@ class Settings(BaseSettings):
     person_weights: Path = PROJECT_ROOT / "model_weights" / "person-detector.tflite"  # absent: scene handling off (it never risks a subject)
     target: Literal["auto", "subject", "scene"] = "auto"  # the default when a request names no target
     decontaminate: bool = False  # estimate the foreground's colour in a cut-out's soft edges (not Azure's output)
+    refine: Literal["auto", "on", "off"] = "auto"  # a subject's matte re-solved along its edge at the photo's size (app/inference/matting.py)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"  # auto: fp16 on CUDA; on the CPU bf16 where native (OpenVINO), else fp32
     runtime: Literal["auto", "torch", "onnxruntime", "openvino"] = "auto"  # auto (CPU: openvino bf16 where the CPU has native bf16, else onnxruntime fp32; CUDA: torch)

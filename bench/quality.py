@@ -1,6 +1,7 @@
 """Matte quality on image/ground-truth pairs: this service's pipeline against the rembg-style baseline.
 
     python bench/quality.py [--manifest ../shared/evaldata/manifest.csv] [--limit N] [--out bench/results/quality]
+    python bench/quality.py --refine ...   # the matting stage at full size against rembg's alpha matting (bench/matting_quality.py)
 
 Both run the same IS-Net weights through this project's module (equal to onnxruntime on the
 published graph within 2e-5, tests/test_parity.py), so only the pipelines around it differ:
@@ -236,6 +237,11 @@ def contact_sheet(samples: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.nda
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--refine" in argv:  # the matting stage on the high-resolution portraits: bench/matting_quality.py
+        from matting_quality import main as matting_main
+
+        return matting_main(argv)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_pair_arguments(parser, ROOT / "bench" / "results" / "quality")
     args = parser.parse_args(argv)

@@ -64,3 +64,29 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+GENERAL_USE = "isnet-general-use"  # rembg's session name for these weights; its published graph ends in a sigmoid
+
+
+def general_use_home(home: Path = DEFAULT_HOME, weights: Path = WEIGHTS) -> Path:
+    """A rembg home (``U2NET_HOME``) whose ``isnet-general-use`` session finds this project's weights and so runs
+    without a download: the fp32 graph above with a sigmoid appended, as rembg's published file ends in one (its
+    session min-max stretches ``outputs[0]``, so logits would give a different matte). Returns the home."""
+    import onnx
+    from onnx import helper
+
+    out = home.expanduser() / "models" / GENERAL_USE / f"{GENERAL_USE}.onnx"
+    logits = model_path(home, weights)
+    if out.exists() and out.stat().st_mtime >= logits.stat().st_mtime:
+        return home.expanduser()
+    graph = onnx.load(str(logits))
+    name = graph.graph.output[0].name
+    graph.graph.node.append(helper.make_node("Sigmoid", [name], ["probabilities"]))
+    output = graph.graph.output[0]
+    output.name = "probabilities"
+    partial = out.with_suffix(".partial")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(graph, str(partial))
+    partial.replace(out)
+    return home.expanduser()

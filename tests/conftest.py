@@ -165,6 +165,9 @@ def decode_rgb(path: Path) -> np.ndarray:
 
 FAST = {
     "BGR_RESOLUTION": "64",
+    # BGR_REFINE=auto refines photos larger than the network's input, which at 64 pixels is every photo; the tests of
+    # the matting stage (test_matting.py) start their own server with it on.
+    "BGR_REFINE": "off",
     "BGR_URL_ALLOW": "127.0.0.1",
     "BGR_BODY_TIMEOUT_S": "3",
     "BGR_HEADER_TIMEOUT_S": "3",

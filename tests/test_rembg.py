@@ -167,18 +167,30 @@ def test_a_bad_bgc_is_a_422_not_rembgs_500(fast_server, input_jpg, bgc):
     assert problem["type"] == "value_error" and problem["loc"] == ["query", "bgc"] and problem["input"] == bgc
 
 
-def test_a_estimates_edge_colours_as_decontaminate_does(fast_server, input_jpg):
-    """a=true: the foreground's colours in the soft edge (rembg's alpha matting estimates them too); the matte is the model's."""
+@pytest.fixture(scope="module")
+def subject_server(weights, tmp_path_factory):
+    """FAST with every photo taken for a subject: the 64-pixel sky network takes the small test photo for a scene,
+    whose matte the matting stage leaves alone."""
+    from conftest import FAST, start_server, stop_server
+
+    running = start_server({**FAST, "BGR_TARGET": "subject"}, tmp_path_factory.mktemp("subject") / "server.log")
+    yield running
+    stop_server(running)
+
+
+def test_a_is_the_matting_stage_with_the_foregrounds_colours(subject_server, input_jpg):
+    """a=true: rembg's alpha matting re-solves the matte and estimates the soft edge's colours: here the matting stage
+    (refine=true) with decontaminate=true; a=false neither. af, ab and ae are checked, not used."""
+    fast_server = subject_server
     data = input_jpg.read_bytes()
     plain = pixels(post(fast_server, data, {"a": "false"}).content)
     matted = pixels(post(fast_server, data, {"a": "true", "af": "200", "ab": "20", "ae": "5"}).content)
-    assert (matted == pixels(azure(fast_server, data, decontaminate="true"))).all()
-    assert (plain == pixels(azure(fast_server, data, decontaminate="false"))).all()
-    assert (matted[..., 3] == plain[..., 3]).all()
-    soft = (plain[..., 3] > 0) & (plain[..., 3] < 255)
-    assert soft.any() and (matted[..., :3][soft] != plain[..., :3][soft]).any()
-    solid = plain[..., 3] == 255
-    assert (matted[..., :3][solid] == plain[..., :3][solid]).all()
+    assert (matted == pixels(azure(fast_server, data, refine="true", decontaminate="true"))).all()
+    assert (plain == pixels(azure(fast_server, data, refine="false", decontaminate="false"))).all()
+    assert (matted[..., 3] != plain[..., 3]).any()  # the matte re-solved
+    # Opaque and transparent pixels keep the photo's colour; only the soft edge's are estimated.
+    settled = ((plain[..., 3] == 255) & (matted[..., 3] == 255)) | ((plain[..., 3] == 0) & (matted[..., 3] == 0))
+    assert settled.any() and (matted[..., :3][settled] == plain[..., :3][settled]).all()
 
 
 @pytest.mark.parametrize(

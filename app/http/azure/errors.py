@@ -92,6 +92,10 @@ def invalid_decontaminate() -> AzureError:
     return invalid_request("invalid_decontaminate", "Value for decontaminate is invalid. Use true or false.")
 
 
+def invalid_refine() -> AzureError:
+    return invalid_request("invalid_refine", "Value for refine is invalid. Use true, false or auto.")
+
+
 def invalid_model(available: Sequence[str]) -> AzureError:
     # Not Azure's parameter; the message names what this server loaded rather than echoing the request.
     return invalid_request("invalid_model", f"Value for model is invalid. This server has loaded: {', '.join(available)}.")

@@ -42,6 +42,7 @@ def document() -> dict[str, Any]:
                         {"$ref": "#/components/parameters/SharedSegmentQuery"},
                         {"$ref": "#/components/parameters/SegmentTarget"},
                         {"$ref": "#/components/parameters/SegmentDecontaminate"},
+                        {"$ref": "#/components/parameters/SegmentRefine"},
                         {"$ref": "#/components/parameters/SegmentModel"},
                     ],
                     "requestBody": {
@@ -139,6 +140,19 @@ def document() -> dict[str, Any]:
                     ),
                     "required": False,
                     "schema": {"type": "boolean"},
+                },
+                "SegmentRefine": {
+                    "name": "refine",
+                    "in": "query",
+                    "description": (
+                        "Not in Azure's API: the matting stage, which re-solves a subject's matte along its edge (hair, "
+                        "fur, veils) from the photo's own pixels at its own size: true, false, or auto (photos with more "
+                        "pixels than the network's input whose matte has a real unsure band). A refined cut-out also gets the "
+                        "foreground's colours in its soft edge unless decontaminate=false. Absent: the server's default "
+                        "(BGR_REFINE). Anything else is a 400 InvalidRequest."
+                    ),
+                    "required": False,
+                    "schema": {"type": "string", "enum": ["true", "false", "auto"]},
                 },
                 "SegmentModel": {
                     "name": "model",

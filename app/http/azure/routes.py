@@ -19,7 +19,7 @@ from app.http.body import MAX_IMAGE_BYTES, MULTIPART_OVERHEAD, read_capped
 from app.http.sources import download_image
 from app.http.streaming import ImageResponse, until_disconnected
 from app.http.url_fetch import UrlPolicy
-from app.service import MODES, TARGET_CHOICES, ImageStream, SegmentService
+from app.service import MODES, TARGET_CHOICES, ImageStream, RefineChoice, SegmentService
 
 SEGMENT_PATHS = ("/computervision/imageanalysis:segment", "/imageanalysis:segment")
 SUPPORTED_API_VERSIONS = frozenset({"2023-02-01-preview", "2023-04-01-preview"})
@@ -79,6 +79,16 @@ def _boolean(value: str | None, invalid: Callable[[], errors.AzureError]) -> boo
     return value.lower() == "true"
 
 
+def _refine(value: str | None) -> RefineChoice | None:
+    """``refine``: true, false or auto, any case (absent: the server's BGR_REFINE)."""
+    if value is None:
+        return None
+    choice = {"true": "on", "false": "off", "auto": "auto"}.get(value.lower())
+    if choice is None:
+        raise errors.invalid_refine()
+    return choice  # type: ignore[return-value]
+
+
 async def segment(request: Request) -> Response:
     try:
         return await _segment(request)
@@ -98,6 +108,7 @@ async def _segment(request: Request) -> Response:
     if target is not None and target not in TARGET_CHOICES:
         raise errors.invalid_target()
     decontaminate = _boolean(query.get("decontaminate"), errors.invalid_decontaminate)
+    refine = _refine(query.get("refine"))
     service: SegmentService = request.state.segment_service
     model = query.get("model")
     service.lane(model)  # an unknown network is refused before the body is read
@@ -105,7 +116,7 @@ async def _segment(request: Request) -> Response:
 
     async def produce() -> ImageStream:
         data = await image_bytes(request, kind, body, request.state.http_client, request.state.url_policy)
-        return await service.segment(data, mode, target, decontaminate, model)  # type: ignore[arg-type]  # checked above
+        return await service.segment(data, mode, target, decontaminate, model, refine=refine)  # type: ignore[arg-type]  # checked above
 
     return ImageResponse(await until_disconnected(request, produce()))
 

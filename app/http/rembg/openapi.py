@@ -17,7 +17,7 @@ _COMMON: dict[str, dict[str, Any]] = {
             "Another name is a 422 listing the loaded ones."
         ),
     },
-    "a": {"type": "boolean", "description": "Alpha matting: the soft edge gets the foreground's estimated colours (the matte stays the model's). Absent: the server's BGR_DECONTAMINATE."},
+    "a": {"type": "boolean", "description": "Alpha matting: the matting stage re-solves the matte along its edge at the photo's size, and the soft edge gets the foreground's estimated colours; false: neither. Absent: the server's BGR_REFINE and BGR_DECONTAMINATE."},
     "af": {"type": "integer", "minimum": 0, "maximum": 255, "default": 240, "description": "Alpha matting's foreground threshold: checked, not used."},
     "ab": {"type": "integer", "minimum": 0, "maximum": 255, "default": 10, "description": "Alpha matting's background threshold: checked, not used."},
     "ae": {"type": "integer", "minimum": 0, "default": 10, "description": "Alpha matting's erosion size: checked, not used."},

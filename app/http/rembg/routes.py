@@ -61,10 +61,16 @@ async def _remove(request: Request, data: bytes, options: Options, source: Sourc
     # rembg applies bgc to cut-outs only: a mask comes back as it is.
     encode = _over_colour(options.background, service.png_compression) if options.background and not only_mask else None
 
+    # rembg's alpha matting re-solves the matte and estimates the foreground's colours: a=true is the matting stage with
+    # those colours, a=false neither, and no a the server's defaults.
+    refine = None if options.alpha_matting is None else ("on" if options.alpha_matting else "off")
+
     async def produce() -> ImageStream:
         if only_mask:
-            return await service.segment(data, "foregroundMatting", model=options.model)
-        return await service.segment(data, "backgroundRemoval", decontaminate=options.alpha_matting, model=options.model, encode=encode)
+            return await service.segment(data, "foregroundMatting", model=options.model, refine=refine)
+        return await service.segment(
+            data, "backgroundRemoval", decontaminate=options.alpha_matting, model=options.model, encode=encode, refine=refine
+        )
 
     try:
         return ImageResponse(await until_disconnected(request, produce()))
