@@ -365,3 +365,23 @@ def test_the_cli_sends_its_refine_option_to_an_endpoint(refining_server, large_j
         assert (out / "large.png").read_bytes() == azure(refining_server, large_jpeg, refine=query).content, option
     wrong = run("remove", str(photo), "-o", str(tmp_path / "x"), "--endpoint", refining_server.url, "--refine", "maybe")
     assert wrong.returncode == 2 and "--refine must be auto, on or off" in wrong.stderr
+
+
+@pytest.mark.parametrize(
+    "picture",
+    [
+        Image.new("RGB", (50, 50), (200, 10, 10)),  # Azure's smallest side, one colour
+        Image.fromarray(np.random.default_rng(5).integers(0, 256, (50, 6000, 3), dtype=np.uint8)),  # a strip
+        Image.fromarray(np.random.default_rng(6).integers(0, 256, (6000, 50, 3), dtype=np.uint8)),
+        Image.fromarray(np.random.default_rng(7).integers(0, 256, (900, 1300), dtype=np.uint8)),  # grey, larger than 1024²
+        Image.fromarray(np.random.default_rng(8).integers(0, 256, (1000, 1200, 4), dtype=np.uint8)),  # RGBA
+    ],
+    ids=["50x50", "6000x50", "50x6000", "grey", "rgba"],
+)
+def test_odd_photos_go_through_the_stage(refining_server, picture):
+    """Whatever its shape or mode, a photo the service takes is answered with the stage on: a cut-out of its size."""
+    for mode in ("backgroundRemoval", "foregroundMatting"):
+        response = azure(refining_server, png_bytes(picture), mode, refine="true")
+        assert response.status_code == 200, response.text
+        with Image.open(io.BytesIO(response.content)) as out:
+            assert out.size == picture.size
