@@ -91,6 +91,7 @@ class ImageStream:
     media_type: str = "image/png"
     headers: Mapping[str, str] = field(default_factory=dict)  # an encoder's own (sizes, boxes)
     person_score: float | None = None  # as in :class:`Cutout`
+    refined: bool = False  # whether the matting stage re-solved the matte
 
     def close(self) -> None:
         release, self._release = self._release, None
@@ -112,6 +113,7 @@ class Composed:
     target: Target
     measures: SceneMeasures | None
     person_score: float | None
+    refined: bool
 
 
 @dataclass(frozen=True)
@@ -311,7 +313,7 @@ class SegmentService:
         alpha, target, measures, refined = self._alpha(prepared, analysis, choice, refine)
         person = self._person_score(prepared, measures, score_person)
         if mode == "foregroundMatting":
-            return Composed(Encoded(iter_matte_png(alpha, self._matte_png_compression)), target, measures, person)
+            return Composed(Encoded(iter_matte_png(alpha, self._matte_png_compression)), target, measures, person, refined)
         assert prepared.rgb is not None
         if decontaminate is None:
             # A refined edge gets the foreground's colours unless the request says otherwise: hair the stage gave back
@@ -319,8 +321,8 @@ class SegmentService:
             decontaminate = self._decontaminate or refined
         colours = estimate_foreground(prepared.rgb, alpha) if decontaminate else prepared.rgb
         if encode is not None:
-            return Composed(encode(Cutout(colours, alpha, target, person)), target, measures, person)
-        return Composed(Encoded(iter_rgba_png(colours, alpha, self._png_compression)), target, measures, person)
+            return Composed(encode(Cutout(colours, alpha, target, person)), target, measures, person, refined)
+        return Composed(Encoded(iter_rgba_png(colours, alpha, self._png_compression)), target, measures, person, refined)
 
     @classmethod
     def from_settings(
@@ -428,5 +430,12 @@ class SegmentService:
         encoded = composed.encoded
         release = partial(self._pixel_budget.release, held)
         return ImageStream(
-            encoded.chunks, release, composed.target, composed.measures, encoded.media_type, dict(encoded.headers), composed.person_score
+            encoded.chunks,
+            release,
+            composed.target,
+            composed.measures,
+            encoded.media_type,
+            dict(encoded.headers),
+            composed.person_score,
+            composed.refined,
         )

@@ -92,7 +92,7 @@ def test_errors_carry_cors_headers_and_keep_their_bytes():
     assert cross.content == plain.content == errors.rate_limited(2).body()
     assert cross.headers["access-control-allow-origin"] == "*"
     exposed = header_names(cross.headers["access-control-expose-headers"])
-    assert {"retry-after", "apim-request-id", "request-id", "x-segment-target", "x-segment-measures", "x-ms-error-code"} <= exposed
+    assert {"retry-after", "apim-request-id", "request-id", "x-segment-target", "x-segment-measures", "x-segment-refined", "x-ms-error-code"} <= exposed
     # Without an Origin (every non-browser client) the answer is Azure's, header for header.
     assert not any(name.startswith("access-control-") for name in plain.headers)
 

@@ -304,6 +304,7 @@ def test_azures_refine_parameter(refining_server, large_jpeg):
     refined, plain, auto, absent = (azure(refining_server, large_jpeg, **params) for params in
                                     ({"refine": "true"}, {"refine": "FALSE"}, {"refine": "auto"}, {}))
     assert all(r.status_code == 200 for r in (refined, plain, auto, absent))
+    assert [r.headers["x-segment-refined"] for r in (refined, plain, auto, absent)] == ["true", "false", "true", "true"]
     assert auto.content == absent.content == refined.content  # the server's default is auto, and this photo qualifies
     assert rgba(refined.content)[..., 3].tolist() != rgba(plain.content)[..., 3].tolist()
     # A refined cut-out gets the foreground's colours in its soft edge unless the request says otherwise.
@@ -335,6 +336,7 @@ def test_remove_bgs_default_path_is_the_servers_default(refining_server, large_j
     with refining_server.client() as client:
         response = client.post("/v1.0/removebg", files={"image_file": ("a.jpg", large_jpeg)}, data={"size": "full", "channels": "alpha"})
     assert response.status_code == 200, response.text
+    assert response.headers["x-segment-refined"] == "true"
     with Image.open(io.BytesIO(response.content)) as matte:
         assert matte.size == (1800, 1200)
         served = np.asarray(matte.convert("L"))
@@ -349,6 +351,7 @@ def test_the_refine_setting_is_the_default_a_request_overrides(weights, tmp_path
     try:
         absent, off, on = (azure(server, large_jpeg, **params) for params in ({}, {"refine": "false"}, {"refine": "true"}))
         assert absent.content == off.content != on.content
+        assert (absent.headers["x-segment-refined"], on.headers["x-segment-refined"]) == ("false", "true")
     finally:
         stop_server(server)
 

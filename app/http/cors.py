@@ -26,6 +26,7 @@ EXPOSED_HEADERS = (
     "x-ms-error-code",
     "x-segment-target",
     "x-segment-measures",
+    "x-segment-refined",
     "Retry-After",
     "WWW-Authenticate",
     "Content-Length",

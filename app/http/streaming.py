@@ -13,14 +13,16 @@ from app.service import ImageStream
 T = TypeVar("T")
 TARGET_HEADER = "x-segment-target"
 MEASURES_HEADER = "x-segment-measures"
+REFINED_HEADER = "x-segment-refined"
 
 
 class ImageResponse(StreamingResponse):
     """Streams an :class:`ImageStream` and closes it however the sending ends (done, error, client gone)."""
 
     def __init__(self, stream: ImageStream, headers: dict[str, str] | None = None) -> None:
-        # What the image was taken for, and (when decided per image) the measures behind the decision.
-        all_headers = {TARGET_HEADER: stream.target, **stream.headers, **(headers or {})}
+        # What the image was taken for, whether the matting stage ran, and (when decided per image) the measures behind
+        # the decision.
+        all_headers = {TARGET_HEADER: stream.target, REFINED_HEADER: "true" if stream.refined else "false", **stream.headers, **(headers or {})}
         if stream.measures is not None:
             all_headers[MEASURES_HEADER] = stream.measures.header()
         super().__init__(stream.chunks, media_type=stream.media_type, headers=all_headers)

@@ -75,6 +75,10 @@ def document() -> dict[str, Any]:
                                     "description": "This service's own: the measures an automatic decision was made from.",
                                     "schema": {"type": "string"},
                                 },
+                                "x-segment-refined": {
+                                    "description": "This service's own: whether the matting stage re-solved the matte (refine).",
+                                    "schema": {"type": "string", "enum": ["true", "false"]},
+                                },
                             },
                             "content": {"image/png": _BINARY},
                         },
