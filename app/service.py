@@ -44,7 +44,6 @@ MODES: tuple[Mode, ...] = ("backgroundRemoval", "foregroundMatting")
 TargetChoice = Literal["auto", "subject", "scene"]
 TARGET_CHOICES: tuple[TargetChoice, ...] = get_args(TargetChoice)
 RefineChoice = Literal["auto", "on", "off"]
-REFINE_CHOICES: tuple[RefineChoice, ...] = get_args(RefineChoice)
 
 
 @contextmanager
@@ -258,17 +257,17 @@ class SegmentService:
                 target, measures = self._scene_rule.decide(measure(analysis.matte, analysis.sky), person_score)
             else:
                 target = "scene"
-        if target == "subject":
-            if self._refines(refine, prepared, analysis):
-                return self._refined(prepared, analysis), target, measures, True
+        if target == "subject" and not self._refines(refine, prepared, analysis):
             if self._device_pixels is not None and analysis.matte_on_device is not None:
                 return self._device_pixels.matte_at_size(analysis.matte_on_device, prepared.width, prepared.height), target, measures, False
             return matte_at_size(analysis.matte, prepared.width, prepared.height), target, measures, False
+        # Both need the pixels: the matting stage re-solves a subject's edge, a scene is everything but the sky.
         assert prepared.rgb is not None
-        alpha = scene_alpha(analysis.sky, prepared.rgb)
-        if alpha.shape != (prepared.height, prepared.width):  # a foregroundMatting output larger than the guide
+        refined = target == "subject"
+        alpha = refine_matte(prepared.rgb, analysis.matte) if refined else scene_alpha(analysis.sky, prepared.rgb)
+        if alpha.shape != (prepared.height, prepared.width):  # a foregroundMatting output larger than the pixels (over 16 MP)
             alpha = np.asarray(Image.fromarray(alpha).resize((prepared.width, prepared.height), Image.BILINEAR))
-        return alpha, target, measures, False
+        return alpha, target, measures, refined
 
     @staticmethod
     def _may_refine(refine: RefineChoice, width: int, height: int, lane: Lane) -> bool:
@@ -280,16 +279,6 @@ class SegmentService:
         if refine == "off" or prepared.rgb is None:
             return False
         return refine == "on" or worth_refining(prepared.width, prepared.height, analysis.matte.size, analysis.matte)
-
-    @staticmethod
-    def _refined(prepared: Prepared, analysis: Analysis) -> np.ndarray:
-        """The matting stage at the pixels' size; a matte for a larger output (foregroundMatting over 16 MP) is scaled
-        up from there, as a scene's is."""
-        assert prepared.rgb is not None
-        alpha = refine_matte(prepared.rgb, analysis.matte)
-        if alpha.shape != (prepared.height, prepared.width):
-            alpha = np.asarray(Image.fromarray(alpha).resize((prepared.width, prepared.height), Image.BILINEAR))
-        return alpha
 
     def _person_score(self, prepared: Prepared, measures: SceneMeasures | None, asked: bool) -> float | None:
         """The scene rule's person score where it asked the detector; else the detector's, when ``asked``."""

@@ -65,6 +65,24 @@ def load_photo(path: Path) -> tuple[bytes, np.ndarray]:
     return data, decode_image(data, None).rgb
 
 
+def timed_forward(engine, rgb: np.ndarray) -> tuple[np.ndarray, float]:
+    """The engine's S x S matte of the photo, made as the service makes a cut-out's, and the forward's seconds."""
+    from app.inference.pipeline import model_input
+
+    small = model_input(rgb, engine.resolution, engine.input_filter)
+    started = time.perf_counter()
+    matte = engine.analyse(small[None])[0].matte
+    return matte, time.perf_counter() - started
+
+
+def cache_matte(data: bytes, matte: np.ndarray, forward_s: float, runtime: str, cache: Path = CACHE) -> None:
+    """Keep the photo's matte (float16) for later runs, unless one is kept already."""
+    path = cache / f"{photo_hash(data)}.npz"
+    if not path.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        np.savez(path, matte=matte.astype(np.float16), forward_s=forward_s, runtime=runtime)
+
+
 def network_matte(engine, rgb: np.ndarray, data: bytes, cache: Path = CACHE) -> tuple[np.ndarray, float]:
     """The engine's S x S matte of the photo (float32 in [0, 1]) and the forward's seconds, cached by the photo's hash.
 
@@ -76,14 +94,8 @@ def network_matte(engine, rgb: np.ndarray, data: bytes, cache: Path = CACHE) -> 
         return stored["matte"].astype(np.float32), float(stored["forward_s"])
     if engine is None:
         raise FileNotFoundError(f"no cached matte at {path}: run bench/quality.py --refine once with the network")
-    from app.inference.pipeline import model_input
-
-    small = model_input(rgb, engine.resolution, engine.input_filter)
-    started = time.perf_counter()
-    matte = engine.analyse(small[None])[0].matte
-    forward_s = time.perf_counter() - started
-    cache.mkdir(parents=True, exist_ok=True)
-    np.savez(path, matte=matte.astype(np.float16), forward_s=forward_s, runtime=engine.runtime)
+    matte, forward_s = timed_forward(engine, rgb)
+    cache_matte(data, matte, forward_s, engine.runtime, cache)
     return matte.astype(np.float16).astype(np.float32), forward_s
 
 

@@ -28,7 +28,6 @@ import json
 import sys
 import time
 import warnings
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -38,11 +37,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from hires import CACHE, HALVES, HIRES_MANIFEST, RembgWorker, full_scores, load_photo, load_truth, photo_hash, read_pairs  # noqa: E402
+from hires import HALVES, HIRES_MANIFEST, RembgWorker, cache_matte, full_scores, load_photo, load_truth, read_pairs, timed_forward  # noqa: E402
 
 from app.inference.engine import MattingEngine  # noqa: E402
 from app.inference.matting import refine_matte, worth_refining  # noqa: E402
-from app.inference.pipeline import matte_at_size, model_input  # noqa: E402
+from app.inference.pipeline import matte_at_size  # noqa: E402
 from app.settings import Settings  # noqa: E402
 
 METRICS = ("mae", "sad", "soft", "grad", "conn", "iou")
@@ -51,15 +50,10 @@ ALONE, DEFAULT, ON, REMBG = "isnet", "service default", "refine on", "rembg a=tr
 
 
 def forward(engine: MattingEngine, rgb: np.ndarray, data: bytes) -> tuple[np.ndarray, float]:
-    """The engine's matte of the photo, timed, and cached where bench/refine_search.py reads it."""
-    small = model_input(rgb, engine.resolution, engine.input_filter)
-    started = time.perf_counter()
-    matte = engine.analyse(small[None])[0].matte
-    seconds = time.perf_counter() - started
-    CACHE.mkdir(parents=True, exist_ok=True)
-    path = CACHE / f"{photo_hash(data)}.npz"
-    if not path.exists():
-        np.savez(path, matte=matte.astype(np.float16), forward_s=seconds, runtime=engine.runtime)
+    """The engine's matte of the photo, timed (so never read from the cache), and cached where bench/refine_search.py
+    reads it."""
+    matte, seconds = timed_forward(engine, rgb)
+    cache_matte(data, matte, seconds, engine.runtime)
     return matte, seconds
 
 

@@ -187,11 +187,12 @@ def load_scene_networks(settings: Settings, choice: RuntimeChoice, device: torch
             " or ".join(str(path) for path in missing),
         )
         return None, None
+    graph = None
     if choice.runtime != "torch":
         graph = exported_onnx(settings.sky_weights, load_u2netp, default_cache_dir() / "onnx")
         choice = checked_precision(choice, graph, probe_input(SKY_SERVING_RESOLUTION, IMAGENET_MEAN, IMAGENET_STD, 255.0), settings)
         log.info("sky network", extra={"runtime": choice.runtime, "precision": choice.precision, "why": choice.reason})
-    sky = _load(choice, settings.sky_weights, load_u2netp, device, dtype, settings.torch_threads, requests)
+    sky = _load(choice, settings.sky_weights, load_u2netp, device, dtype, settings.torch_threads, requests, graph)
     return sky, PersonDetector(settings.person_weights)
 
 
@@ -207,11 +208,20 @@ def load_engines(settings: Settings) -> dict[str, MattingEngine]:
 
 
 def _load(
-    choice: RuntimeChoice, weights: Path, loader: Callable[..., nn.Module], device: torch.device, dtype: torch.dtype, threads: int, requests: int
+    choice: RuntimeChoice,
+    weights: Path,
+    loader: Callable[..., nn.Module],
+    device: torch.device,
+    dtype: torch.dtype,
+    threads: int,
+    requests: int,
+    graph: Path | None = None,
 ) -> Network:
+    """``graph``: the weights' exported ONNX graph, where the caller has already looked it up (its name hashes the
+    weights file)."""
     if choice.runtime == "torch":
         return loader(weights, device=device, dtype=dtype).to(memory_format=torch.channels_last)
-    graph = exported_onnx(weights, loader, default_cache_dir() / "onnx")
+    graph = graph or exported_onnx(weights, loader, default_cache_dir() / "onnx")
     if choice.runtime == "openvino":
         return _openvino(graph, choice, threads, requests)
     return OrtModel(graph, threads=threads)
@@ -286,10 +296,17 @@ def resolve_network(name: str, settings: Settings) -> CataloguedNetwork:
 
 
 def _load_network(
-    network: CataloguedNetwork, weights: Path, choice: RuntimeChoice, device: torch.device, dtype: torch.dtype, threads: int, requests: int
+    network: CataloguedNetwork,
+    weights: Path,
+    choice: RuntimeChoice,
+    device: torch.device,
+    dtype: torch.dtype,
+    threads: int,
+    requests: int,
+    graph: Path | None = None,
 ) -> Network:
     if network.runtime == "torch":
-        return _load(choice, weights, loader(network.family), device, dtype, threads, requests)
+        return _load(choice, weights, loader(network.family), device, dtype, threads, requests, graph)
     if choice.runtime == "openvino":
         return _openvino(weights, choice, threads, requests, network.preprocess.output)
     # A published graph otherwise runs on ONNX Runtime, on CUDA where onnxruntime-gpu offers it.
@@ -372,6 +389,7 @@ class MattingEngine:
         second_resolution = pick_second_resolution(settings.second_resolution, resolution, device) if preprocess.resizable else 0
         choice = small_input_choice(network_choice(network, machine, settings.runtime), min(filter(None, (resolution, second_resolution))), settings.runtime)
         weights = network_weights(network, settings)
+        graph = None
         if choice.runtime == "openvino":
             graph = exported_onnx(weights, loader(network.family), default_cache_dir() / "onnx") if network.runtime == "torch" else weights
             choice = checked_precision(choice, graph, _probe(preprocess), settings)
@@ -379,7 +397,7 @@ class MattingEngine:
         if dtype == torch.bfloat16 and device.type == "cpu" and not cpu_has_native_bf16():
             log.warning("this CPU lacks what oneDNN's bf16 convolutions need (AVX-512 BW/VL/DQ or AVX-NE-CONVERT): bf16 runs 6-10x slower than fp32")
         requests = pick_infer_requests(settings.infer_requests, choice, settings.torch_threads or capabilities.cores or 1)
-        net = _load_network(network, weights, choice, device, dtype, settings.torch_threads, requests)
+        net = _load_network(network, weights, choice, device, dtype, settings.torch_threads, requests, graph)
         if scene is None:
             scene = load_scene_networks(settings, machine, device, _DTYPES[machine.precision] if machine.runtime == "torch" else torch.float32, requests)
         sky_model, person_detector = scene

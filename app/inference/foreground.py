@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from app.inference.refine import box_filter
+from app.inference.refine import box_filter, to_unit_floats
 
 WIDE_PIXELS = 250_000  # the wide pass: colours of whole regions, so a small copy will do
 WORK_PIXELS = 4_000_000  # the narrow pass, and the means the full-size image is corrected from
@@ -43,18 +43,11 @@ def _refine(image: torch.Tensor, alpha: torch.Tensor, mean_f: torch.Tensor, mean
     return (mean_f + alpha * (image - alpha * mean_f - (1 - alpha) * mean_b)).clamp(0, 1)
 
 
-def _floats(pixels: np.ndarray) -> torch.Tensor:
-    """uint8 ``H x W`` or ``H x W x 3`` -> float ``1 x C x H x W`` in [0, 1]."""
-    # A copy: decoded images and PIL's outputs are read-only, which torch.from_numpy warns about.
-    tensor = torch.from_numpy(np.array(pixels, copy=True)).float() / 255
-    return tensor[None, None] if tensor.ndim == 2 else tensor.permute(2, 0, 1)[None]
-
-
 def _as_tensor(pixels: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
     """uint8 ``H x W`` or ``H x W x 3`` -> float ``1 x C x h x w`` in [0, 1], box-downsampled to ``size`` (height, width)."""
     if pixels.shape[:2] != size:
         pixels = np.asarray(Image.fromarray(pixels).resize((size[1], size[0]), Image.BOX))
-    return _floats(pixels)
+    return to_unit_floats(pixels)
 
 
 def _upsampled(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -95,11 +88,11 @@ def estimate_foreground(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     out = rgb.copy()
     for top in range(0, height, STRIP_ROWS):
         bottom = min(height, top + STRIP_ROWS)
-        strip_alpha = _floats(alpha[top:bottom])
+        strip_alpha = to_unit_floats(alpha[top:bottom])
         mixed = (strip_alpha > 0) & (strip_alpha < 1)
         if not bool(mixed.any()):
             continue  # nothing semi-transparent here: opaque and transparent pixels keep the photo's colour
-        strip_image = _floats(rgb[top:bottom])
+        strip_image = to_unit_floats(rgb[top:bottom])
         strip_f = _rows_of(mean_f, top, bottom, height, width)
         strip_b = _rows_of(mean_b, top, bottom, height, width)
         colour = torch.where(mixed, _refine(strip_image, strip_alpha, strip_f, strip_b), strip_image)

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from app.inference.pipeline import matte_at_size
+from app.inference.refine import to_unit_floats
 
 
 @dataclass(frozen=True)
@@ -88,12 +89,6 @@ def _grow(mask: torch.Tensor, reach: int) -> torch.Tensor:
     """A ``1 x 1 x h x w`` 0/1 mask widened by ``reach`` pixels (a square), in two one-dimensional passes."""
     rows = F.max_pool2d(mask, (2 * reach + 1, 1), 1, (reach, 0))
     return F.max_pool2d(rows, (1, 2 * reach + 1), 1, (0, reach))
-
-
-def _floats(pixels: np.ndarray) -> torch.Tensor:
-    """uint8 ``H x W`` or ``H x W x 3`` -> float32 ``1 x C x H x W`` in [0, 1]."""
-    tensor = torch.from_numpy(np.array(pixels)).float().div_(255)  # a copy: decoded and resized images are read-only
-    return tensor[None, None] if tensor.ndim == 2 else tensor.permute(2, 0, 1)[None]
 
 
 class _Tiles:
@@ -260,10 +255,10 @@ def refine_matte(
     if base is None:
         base = matte_at_size(matte, width, height)
     factor = work_factor(height, width, params.work_pixels)
+    network_matte = torch.from_numpy(np.asarray(matte, dtype=np.float32))[None, None]
     while True:
-        small = _reduced(rgb, factor)
-        work_h, work_w = small.shape[:2]
-        prior = F.interpolate(torch.from_numpy(np.asarray(matte, dtype=np.float32))[None, None], size=(work_h, work_w), mode="bilinear", align_corners=False)
+        work_h, work_w = -(-height // factor), -(-width // factor)  # the size _reduced gives (Pillow's reduce rounds up)
+        prior = F.interpolate(network_matte, size=(work_h, work_w), mode="bilinear", align_corners=False)
         unit = max(work_h, work_w) / max(matte.shape)  # working pixels per network pixel
         reach = max(1, round(params.band * unit))
         unsure = ((prior > params.low) & (prior < params.high)).float()
@@ -276,7 +271,7 @@ def refine_matte(
         factor = math.ceil(factor * math.sqrt(band_pixels / params.max_band_pixels))
     if band_pixels == 0:
         return base
-    image = _floats(small)
+    image = to_unit_floats(_reduced(rgb, factor))  # the photo read once, at the working size settled above
     alpha = (solve or solve_band)(image, prior, band, params)
 
     guide_radius = max(1, round(params.guide_radius * unit))

@@ -1,12 +1,21 @@
-"""Matte refinements around the model: flip test-time augmentation and guided-filter upsampling.
+"""Matte refinements around the model: flip test-time augmentation and guided-filter upsampling; with the box filter
+(also the foreground's colours') and the pixels-to-floats conversion (also the matting stage's).
 
-Both are in torch, so they run wherever the model runs (CPU or GPU).
+All in torch, so they run wherever the model runs (CPU or GPU).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+
+
+def to_unit_floats(pixels: np.ndarray) -> torch.Tensor:
+    """uint8 ``H x W`` or ``H x W x 3`` -> float32 ``1 x C x H x W`` in [0, 1]."""
+    # A copy: decoded images and PIL's outputs are read-only, which torch.from_numpy warns about.
+    tensor = torch.from_numpy(np.array(pixels, copy=True)).float().div_(255)
+    return tensor[None, None] if tensor.ndim == 2 else tensor.permute(2, 0, 1)[None]
 
 
 def box_filter(x: torch.Tensor, radius: int) -> torch.Tensor:
