@@ -26,14 +26,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from app.inference.matting import DEFAULT_PARAMS, MattingParams, _blocks, _floats, _sample, refine_matte, work_factor
+from app.inference.matting import DEFAULT_PARAMS, MattingParams, _blocks, _sample, refine_matte, work_factor
 from app.inference.pipeline import matte_at_size
-from app.inference.refine import box_filter, solve_symmetric3, upsample_guided
+from app.inference.refine import box_filter, solve_symmetric3, to_unit_floats, upsample_guided
 
 
 @torch.inference_mode()
 def guided_whole(rgb: np.ndarray, matte: np.ndarray) -> np.ndarray:
-    image = _floats(rgb)
+    image = to_unit_floats(rgb)
     refined = upsample_guided(torch.from_numpy(np.asarray(matte, dtype=np.float32))[None, None], image)[0, 0]
     return (refined.clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
 
@@ -43,7 +43,7 @@ def _working(rgb: np.ndarray, matte: np.ndarray, work_pixels: int, band: float, 
     height, width = rgb.shape[:2]
     factor = work_factor(height, width, work_pixels)
     small = np.asarray(Image.fromarray(rgb).reduce(factor)) if factor > 1 else rgb
-    image = _floats(small)
+    image = to_unit_floats(small)
     prior = F.interpolate(torch.from_numpy(np.asarray(matte, dtype=np.float32))[None, None], size=small.shape[:2], mode="bilinear", align_corners=False)
     unit = max(small.shape[:2]) / max(matte.shape)
     reach = max(1, round(band * unit))
