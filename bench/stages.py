@@ -9,7 +9,8 @@ mode at the service's compression levels. Medians of ``--repeats``.
 
 Then the matting stage alone at each of ``--refine-megapixels``, beside IS-Net's forward in the same
 run (the stage's time depends on the photo's size and on how much of the subject's outline is unsure;
-the forward's does not): on ``--refine-photo`` (default: the portrait with the most flying hair of
+the forward's does not), and the foreground's colours of the refined matte (what a refined cut-out also gets): on
+``--refine-photo`` (default: the portrait with the most flying hair of
 ../shared/evaldata-hires when it is there, else the bench JPEG) scaled to each size, with its own matte.
 The forward is that of the networks a photo goes through (IS-Net and the sky network), on the runtime the
 engine picked and, where that is not ONNX Runtime, on ONNX Runtime fp32 too (the CPU path before OpenVINO's bf16).
@@ -144,7 +145,7 @@ def refine_by_size(engine: MattingEngine, sizes: list[float], photo: Path | None
     networks = "IS-Net + sky network" if engine.sky_model is not None else "IS-Net"
     print(f"\nthe matting stage on {source.name}, {torch.get_num_threads()} threads; the networks' forward ({networks}): "
           + ", ".join(f"{name} {value:.3f} s" for name, value in medians.items()))
-    print(f"{'size':>16s} {'refine s':>9s}" + "".join(f" {'x ' + name:>20s}" for name in medians))
+    print(f"{'size':>16s} {'refine s':>9s}" + "".join(f" {'x ' + name:>20s}" for name in medians) + f" {'colours s':>10s}")
     for megapixels in sizes:
         scale = (megapixels * 1e6 / (original.width * original.height)) ** 0.5
         image = original.resize((round(original.width * scale), round(original.height * scale)), Image.LANCZOS)
@@ -152,19 +153,24 @@ def refine_by_size(engine: MattingEngine, sizes: list[float], photo: Path | None
         matte = engine.analyse(model_input(rgb, engine.resolution, engine.input_filter)[None])[0].matte
         base = matte_at_size(matte, image.width, image.height)
         refine = median_seconds(lambda: refine_matte(rgb, matte, base), repeats)
+        refined = refine_matte(rgb, matte, base)
+        colours = median_seconds(lambda: estimate_foreground(rgb, refined), repeats)  # what a refined cut-out also gets
         line = f"{image.width:>7d} x {image.height:<6d} {refine:9.3f}" + "".join(f" {refine / value:20.2f}" for value in medians.values())
-        print(line, flush=True)
+        print(line + f" {colours:10.3f}", flush=True)
     # The worst case: a matte unsure everywhere, over a texture (the band is then the whole picture until
     # MattingParams.max_band_pixels makes the stage work at a coarser size).
-    print("worst case (noise, the matte 0.5 everywhere):")
+    print("worst case (noise, the matte 0.5 everywhere; the colours of an alpha semi-transparent everywhere):")
     for megapixels in sizes:
         width = round((megapixels * 1e6 * 1.5) ** 0.5)
         height = round(megapixels * 1e6 / width)
         noise = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
         unsure = np.full((engine.resolution, engine.resolution), 0.5, dtype=np.float32)
         refine = median_seconds(lambda: refine_matte(noise, unsure), repeats)
+        # The colours' worst case: every pixel semi-transparent, so every piece of the photo is worked on.
+        soft = np.random.default_rng(1).integers(1, 255, (height, width), dtype=np.uint8)
+        colours = median_seconds(lambda: estimate_foreground(noise, soft), repeats)
         line = f"{width:>7d} x {height:<6d} {refine:9.3f}" + "".join(f" {refine / value:20.2f}" for value in medians.values())
-        print(line, flush=True)
+        print(line + f" {colours:10.3f}", flush=True)
 
 if __name__ == "__main__":
     main()

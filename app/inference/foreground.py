@@ -7,9 +7,14 @@ with it, and pasted on a contrasting background that shows as a halo. This modul
 2021): local alpha-weighted means of foreground and background, then the residual of the
 compositing equation given back to the foreground. Two passes, a wide one and a narrow one.
 
-Only box filters, so it is cheap and runs wherever torch runs. Memory stays bounded on large
-images: the means are computed at most at ``WORK_PIXELS`` and the full-size result is
-assembled strip by strip.
+Only box filters, so it runs wherever torch runs, and only where it is needed: the wide pass
+works on a small copy of the whole photo (``WIDE_PIXELS``); the narrow pass, and the colours,
+only on the ``TILE`` x ``TILE`` pieces of the photo that hold a semi-transparent pixel. After
+the matting stage everything off its band is exactly 0 or 255, so the cost follows the
+subject's soft outline, not the photo's area: on the 2-core development CPU, for a hairy
+portrait whose refined matte is soft on 4.6 % of its pixels, 0.09 s at 2 MP and 0.5 s at
+24 MP, where the whole-photo narrow pass took 0.34 s and 2.1 s (bench/stages.py). Memory beyond
+the output: the wide copy and ``TILES_AT_ONCE`` pieces.
 """
 
 from __future__ import annotations
@@ -24,18 +29,31 @@ from PIL import Image
 from app.inference.refine import box_filter, to_unit_floats
 
 WIDE_PIXELS = 250_000  # the wide pass: colours of whole regions, so a small copy will do
-WORK_PIXELS = 4_000_000  # the narrow pass, and the means the full-size image is corrected from
 WIDE_RADIUS = 0.045  # of the long side: reaches past the widest semi-transparent band (hair)
-NARROW_RADIUS = 3  # pixels at work size
-STRIP_ROWS = 512  # full-size rows assembled at once
+NARROW_RADIUS = 3  # pixels of the photo scaled to at most NARROW_PIXELS: the narrow pass's reach
+NARROW_PIXELS = 4_000_000
+TILE = 128  # full-size pixels per side of the pieces the narrow pass works on
+TILES_AT_ONCE = 16
 _EPS = 1e-5
 
 
-def _means(alpha: torch.Tensor, foreground: torch.Tensor, background: torch.Tensor, radius: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The local means of F (weighted by a) and of B (weighted by 1 - a)."""
-    mean_f = box_filter(foreground * alpha, radius) / (box_filter(alpha, radius) + _EPS)
-    mean_b = box_filter(background * (1 - alpha), radius) / (box_filter(1 - alpha, radius) + _EPS)
+def _means(alpha: torch.Tensor, foreground: torch.Tensor, background: torch.Tensor, radius: int, box=box_filter) -> tuple[torch.Tensor, torch.Tensor]:
+    """The local means of F (weighted by a) and of B (weighted by 1 - a), the box sums in one call (the mean of 1 - a
+    is 1 less the mean of a)."""
+    sums = box(torch.cat((foreground * alpha, background * (1 - alpha), alpha), 1), radius)
+    mean_f = sums[:, 0:3] / (sums[:, 6:7] + _EPS)
+    mean_b = sums[:, 3:6] / (1 - sums[:, 6:7] + _EPS)
     return mean_f, mean_b
+
+
+def _piece_box(x: torch.Tensor, radius: int) -> torch.Tensor:
+    """box_filter for the narrow pass's pieces: differences of float32 running sums, several times faster than
+    averaging windows, and exact to about 1e-6 over a piece's few hundred pixels."""
+    size = 2 * radius + 1
+    rows = F.pad(x, (0, 0, radius + 1, radius), mode="replicate").cumsum(2)
+    x = rows[:, :, size:] - rows[:, :, :-size]
+    cols = F.pad(x, (radius + 1, radius, 0, 0), mode="replicate").cumsum(3)
+    return (cols[..., size:] - cols[..., :-size]) / (size * size)
 
 
 def _refine(image: torch.Tensor, alpha: torch.Tensor, mean_f: torch.Tensor, mean_b: torch.Tensor) -> torch.Tensor:
@@ -50,21 +68,37 @@ def _as_tensor(pixels: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
     return to_unit_floats(pixels)
 
 
-def _upsampled(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    return x if tuple(x.shape[-2:]) == size else F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-
-
 def _fit(height: int, width: int, pixels: int) -> tuple[int, int]:
     scale = min(1.0, math.sqrt(pixels / (height * width)))
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
-def _rows_of(mean: torch.Tensor, top: int, bottom: int, height: int, width: int) -> torch.Tensor:
-    """Rows ``top:bottom`` of ``mean`` bilinearly upsampled to ``height x width``, without upsampling the rest."""
-    ys = (torch.arange(top, bottom, dtype=torch.float32) + 0.5) / height * 2 - 1
-    xs = (torch.arange(width, dtype=torch.float32) + 0.5) / width * 2 - 1
-    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1)[None].to(mean.device)
-    return F.grid_sample(mean, grid, mode="bilinear", padding_mode="border", align_corners=False)
+def _pieces(pixels: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """``pixels`` (``H x W [x C]``) at every (row, col) of each piece's index lists (``n x P`` each), indices past the
+    image clamped to its edge (box_filter's replicated edges): ``n x P x P [x C]``."""
+    return pixels[rows[:, :, None], cols[:, None, :]]
+
+
+def _sampled(maps: torch.Tensor, rows: np.ndarray, cols: np.ndarray, height: int, width: int) -> torch.Tensor:
+    """Small ``maps`` (``1 x C x h x w``) bilinearly upsampled to ``height x width``, read only at the pieces' pixels
+    (``rows``, ``cols``: ``n x P``): ``n x C x P x P``."""
+    n, size = rows.shape
+    ys = (torch.from_numpy(rows).float() + 0.5) / height * 2 - 1
+    xs = (torch.from_numpy(cols).float() + 0.5) / width * 2 - 1
+    grid = torch.stack((xs[:, None, :].expand(n, size, size), ys[:, :, None].expand(n, size, size)), -1)
+    sampled = F.grid_sample(maps, grid.reshape(1, n * size, size, 2), mode="bilinear", padding_mode="border", align_corners=False)
+    return sampled.reshape(maps.shape[1], n, size, size).transpose(0, 1)
+
+
+def mixed_tiles(alpha: np.ndarray, tile: int) -> tuple[np.ndarray, np.ndarray]:
+    """The (top, left) corners of the ``tile x tile`` pieces of ``alpha`` (``H x W`` uint8) that hold a pixel
+    strictly between 0 and 255."""
+    height, width = alpha.shape
+    rows, cols = -(-height // tile), -(-width // tile)
+    mixed = np.zeros((rows * tile, cols * tile), dtype=bool)
+    np.less(alpha - np.uint8(1), 254, out=mixed[:height, :width])  # 0 wraps to 255: only 1..254 are below 254
+    ty, tx = np.nonzero(mixed.reshape(rows, tile, cols, tile).any(axis=(1, 3)))
+    return ty * tile, tx * tile
 
 
 @torch.inference_mode()
@@ -75,26 +109,32 @@ def estimate_foreground(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     software that ignores alpha still shows the photo there).
     """
     height, width = alpha.shape
+    out = rgb.copy()
+    tops, lefts = mixed_tiles(alpha, TILE)
+    if len(tops) == 0:
+        return out
     wide_size = _fit(height, width, WIDE_PIXELS)
     wide_image, wide_alpha = _as_tensor(rgb, wide_size), _as_tensor(alpha, wide_size)
     wide_mean_f, wide_b = _means(wide_alpha, wide_image, wide_image, max(4, round(WIDE_RADIUS * max(wide_size))))
     wide_f = _refine(wide_image, wide_alpha, wide_mean_f, wide_b)
+    del wide_image, wide_alpha, wide_mean_f
 
-    work_size = _fit(height, width, WORK_PIXELS)
-    work_alpha = _as_tensor(alpha, work_size)  # the narrow pass refines the wide estimates, not the image
-    mean_f, mean_b = _means(work_alpha, _upsampled(wide_f, work_size), _upsampled(wide_b, work_size), NARROW_RADIUS)
-    del work_alpha, wide_image, wide_alpha, wide_mean_f, wide_f, wide_b
-
-    out = rgb.copy()
-    for top in range(0, height, STRIP_ROWS):
-        bottom = min(height, top + STRIP_ROWS)
-        strip_alpha = to_unit_floats(alpha[top:bottom])
-        mixed = (strip_alpha > 0) & (strip_alpha < 1)
-        if not bool(mixed.any()):
-            continue  # nothing semi-transparent here: opaque and transparent pixels keep the photo's colour
-        strip_image = to_unit_floats(rgb[top:bottom])
-        strip_f = _rows_of(mean_f, top, bottom, height, width)
-        strip_b = _rows_of(mean_b, top, bottom, height, width)
-        colour = torch.where(mixed, _refine(strip_image, strip_alpha, strip_f, strip_b), strip_image)
-        out[top:bottom] = (colour[0].permute(1, 2, 0) * 255 + 0.5).to(torch.uint8).numpy()
+    # The narrow means, computed on each piece and a halo of their reach around it, equal the whole photo's there.
+    radius = max(1, round(NARROW_RADIUS * max(height, width) / max(_fit(height, width, NARROW_PIXELS))))
+    span = np.arange(-radius, TILE + radius)
+    for start in range(0, len(tops), TILES_AT_ONCE):
+        top, left = tops[start : start + TILES_AT_ONCE], lefts[start : start + TILES_AT_ONCE]
+        rows = np.clip(top[:, None] + span, 0, height - 1)
+        cols = np.clip(left[:, None] + span, 0, width - 1)
+        piece_alpha = torch.from_numpy(_pieces(alpha, rows, cols)).float().div_(255)[:, None]
+        mean_f, mean_b = _means(piece_alpha, _sampled(wide_f, rows, cols, height, width), _sampled(wide_b, rows, cols, height, width), radius, _piece_box)
+        core = (slice(None), slice(None), slice(radius, radius + TILE), slice(radius, radius + TILE))
+        piece_image = torch.from_numpy(_pieces(rgb, rows[:, radius:-radius], cols[:, radius:-radius])).permute(0, 3, 1, 2).float().div_(255)
+        piece_alpha = piece_alpha[core]
+        mixed = (piece_alpha > 0) & (piece_alpha < 1)
+        colour = torch.where(mixed, _refine(piece_image, piece_alpha, mean_f[core], mean_b[core]), piece_image)
+        colour = (colour.permute(0, 2, 3, 1) * 255 + 0.5).to(torch.uint8).numpy()
+        for n, (y, x) in enumerate(zip(top.tolist(), left.tolist())):
+            bottom, right = min(height, y + TILE), min(width, x + TILE)
+            out[y:bottom, x:right] = colour[n, : bottom - y, : right - x]
     return out
