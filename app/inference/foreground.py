@@ -12,9 +12,10 @@ works on a small copy of the whole photo (``WIDE_PIXELS``); the narrow pass, and
 only on the ``TILE`` x ``TILE`` pieces of the photo that hold a semi-transparent pixel. After
 the matting stage everything off its band is exactly 0 or 255, so the cost follows the
 subject's soft outline, not the photo's area: on the 2-core development CPU, for a hairy
-portrait whose refined matte is soft on 4.6 % of its pixels, 0.09 s at 2 MP and 0.5 s at
-24 MP, where the whole-photo narrow pass took 0.34 s and 2.1 s (bench/stages.py). Memory beyond
-the output: the wide copy and ``TILES_AT_ONCE`` pieces.
+portrait whose refined matte is soft on 4.6 % of its pixels, 0.10 s at 2 MP and 0.46 s at
+24 MP, where the whole-photo narrow pass took 0.27 s and 2.1 s (three calls each, in-process);
+an alpha soft everywhere, 0.2 s at 2 MP and 2.1 s at 24 (bench/stages.py). Memory beyond the
+output: the wide copy and ``TILES_AT_ONCE`` pieces.
 """
 
 from __future__ import annotations
