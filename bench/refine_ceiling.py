@@ -44,19 +44,11 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from hires import HALVES, DeltaScorer, load_photo, load_truth, network_matte, read_pairs  # noqa: E402
 
-from app.inference.matting import DEFAULT_PARAMS, _reduced, refine_matte  # noqa: E402
+from app.inference.matting import DEFAULT_PARAMS, _reduced, refine_matte, snapped  # noqa: E402
 from app.inference.pipeline import matte_at_size  # noqa: E402
 
 OUT = ROOT / "bench" / "results" / "refine_ceiling.json"
 METRICS = ("mae", "soft", "grad")
-
-
-def snapped(base: np.ndarray) -> np.ndarray:
-    """The network's matte at output size as the stage leaves it off its band (certain values to 0 and 255)."""
-    table = np.arange(256, dtype=np.uint8)
-    table[: int(DEFAULT_PARAMS.low * 255) + 1] = 0
-    table[int(np.ceil(DEFAULT_PARAMS.high * 255)) :] = 255
-    return table[base]
 
 
 def ceiling(work_pixels: int):

@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from app.inference.matting import DEFAULT_PARAMS, MattingParams, _blocks, _sample, refine_matte, work_factor
+from app.inference.matting import DEFAULT_PARAMS, MattingParams, refine_matte, work_factor
 from app.inference.pipeline import matte_at_size
-from app.inference.refine import box_filter, solve_symmetric3, to_unit_floats, upsample_guided
+from app.inference.refine import box_filter, pieces, sample_pieces, solve_symmetric3, to_unit_floats, upsample_guided
 
 
 @torch.inference_mode()
@@ -65,9 +65,9 @@ def _apply(rgb: np.ndarray, base: np.ndarray, factor: int, maps: torch.Tensor, m
     for start in range(0, len(ty), 64):
         ys, xs = ty[start : start + 64] * block, tx[start : start + 64] * block
         y_list, x_list = ys.tolist(), xs.tolist()
-        pixels = torch.from_numpy(_blocks(rgb, y_list, x_list, block)).permute(0, 3, 1, 2).float() / 255
-        old = torch.from_numpy(_blocks(base, y_list, x_list, block)).float()[:, None] / 255
-        sampled = _sample(maps, factor, ys, xs, block)
+        pixels = torch.from_numpy(pieces(rgb, y_list, x_list, block)).permute(0, 3, 1, 2).float() / 255
+        old = torch.from_numpy(pieces(base, y_list, x_list, block)).float()[:, None] / 255
+        sampled = sample_pieces(maps, ys, xs, block, factor * mask.shape[-2], factor * mask.shape[-1])
         new = torch.where(sampled[:, -1:] > 0.5, alpha_of(pixels, sampled[:, :-1], old).clamp(0, 1), old)
         values = (new[:, 0] * 255 + 0.5).to(torch.uint8).numpy()
         for n, (y, x) in enumerate(zip(y_list, x_list)):

@@ -59,8 +59,8 @@ def test_only_pieces_with_a_soft_pixel_are_worked_on(monkeypatch):
     corners = foreground.mixed_tiles(alpha, 128)
     assert set(corners[1].tolist()) <= {256, 384} and len(corners[0]) > 0
     pieces = []
-    real = foreground._pieces
-    monkeypatch.setattr(foreground, "_pieces", lambda pixels, rows, cols: pieces.append(len(rows)) or real(pixels, rows, cols))
+    real = foreground.pieces
+    monkeypatch.setattr(foreground, "pieces", lambda pixels, tops, lefts, size: pieces.append(len(tops)) or real(pixels, tops, lefts, size))
     colours = estimate_foreground(image, alpha)
     assert sum(pieces) == 2 * len(corners[0])  # alpha and colours, of those pieces only
     assert np.array_equal(colours[:, 520:], image[:, 520:])

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from app.inference.refine import box_filter, to_unit_floats
+from app.inference.refine import box_filter, pieces, sample_pieces, to_unit_floats
 
 WIDE_PIXELS = 250_000  # the wide pass: colours of whole regions, so a small copy will do
 WIDE_RADIUS = 0.045  # of the long side: reaches past the widest semi-transparent band (hair)
@@ -74,23 +74,6 @@ def _fit(height: int, width: int, pixels: int) -> tuple[int, int]:
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
-def _pieces(pixels: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """``pixels`` (``H x W [x C]``) at every (row, col) of each piece's index lists (``n x P`` each), indices past the
-    image clamped to its edge (box_filter's replicated edges): ``n x P x P [x C]``."""
-    return pixels[rows[:, :, None], cols[:, None, :]]
-
-
-def _sampled(maps: torch.Tensor, rows: np.ndarray, cols: np.ndarray, height: int, width: int) -> torch.Tensor:
-    """Small ``maps`` (``1 x C x h x w``) bilinearly upsampled to ``height x width``, read only at the pieces' pixels
-    (``rows``, ``cols``: ``n x P``): ``n x C x P x P``."""
-    n, size = rows.shape
-    ys = (torch.from_numpy(rows).float() + 0.5) / height * 2 - 1
-    xs = (torch.from_numpy(cols).float() + 0.5) / width * 2 - 1
-    grid = torch.stack((xs[:, None, :].expand(n, size, size), ys[:, :, None].expand(n, size, size)), -1)
-    sampled = F.grid_sample(maps, grid.reshape(1, n * size, size, 2), mode="bilinear", padding_mode="border", align_corners=False)
-    return sampled.reshape(maps.shape[1], n, size, size).transpose(0, 1)
-
-
 def mixed_tiles(alpha: np.ndarray, tile: int) -> tuple[np.ndarray, np.ndarray]:
     """The (top, left) corners of the ``tile x tile`` pieces of ``alpha`` (``H x W`` uint8) that hold a pixel
     strictly between 0 and 255."""
@@ -118,24 +101,25 @@ def estimate_foreground(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     wide_image, wide_alpha = _as_tensor(rgb, wide_size), _as_tensor(alpha, wide_size)
     wide_mean_f, wide_b = _means(wide_alpha, wide_image, wide_image, max(4, round(WIDE_RADIUS * max(wide_size))))
     wide_f = _refine(wide_image, wide_alpha, wide_mean_f, wide_b)
-    del wide_image, wide_alpha, wide_mean_f
+    wide = torch.cat((wide_f, wide_b), 1)
+    del wide_image, wide_alpha, wide_mean_f, wide_f, wide_b
 
     # The narrow means, computed on each piece and a halo of their reach around it, equal the whole photo's there.
     radius = max(1, round(NARROW_RADIUS * max(height, width) / max(_fit(height, width, NARROW_PIXELS))))
-    span = np.arange(-radius, TILE + radius)
     for start in range(0, len(tops), TILES_AT_ONCE):
-        top, left = tops[start : start + TILES_AT_ONCE], lefts[start : start + TILES_AT_ONCE]
-        rows = np.clip(top[:, None] + span, 0, height - 1)
-        cols = np.clip(left[:, None] + span, 0, width - 1)
-        piece_alpha = torch.from_numpy(_pieces(alpha, rows, cols)).float().div_(255)[:, None]
-        mean_f, mean_b = _means(piece_alpha, _sampled(wide_f, rows, cols, height, width), _sampled(wide_b, rows, cols, height, width), radius, _piece_box)
+        top, left = tops[start : start + TILES_AT_ONCE].tolist(), lefts[start : start + TILES_AT_ONCE].tolist()
+        above, before = [y - radius for y in top], [x - radius for x in left]
+        span = TILE + 2 * radius
+        piece_alpha = torch.from_numpy(pieces(alpha, above, before, span)).float().div_(255)[:, None]
+        piece_wide = sample_pieces(wide, torch.tensor(above), torch.tensor(before), span, height, width)
+        mean_f, mean_b = _means(piece_alpha, piece_wide[:, :3], piece_wide[:, 3:], radius, _piece_box)
         core = (slice(None), slice(None), slice(radius, radius + TILE), slice(radius, radius + TILE))
-        piece_image = torch.from_numpy(_pieces(rgb, rows[:, radius:-radius], cols[:, radius:-radius])).permute(0, 3, 1, 2).float().div_(255)
+        piece_image = torch.from_numpy(pieces(rgb, top, left, TILE)).permute(0, 3, 1, 2).float().div_(255)
         piece_alpha = piece_alpha[core]
         mixed = (piece_alpha > 0) & (piece_alpha < 1)
         colour = torch.where(mixed, _refine(piece_image, piece_alpha, mean_f[core], mean_b[core]), piece_image)
         colour = (colour.permute(0, 2, 3, 1) * 255 + 0.5).to(torch.uint8).numpy()
-        for n, (y, x) in enumerate(zip(top.tolist(), left.tolist())):
+        for n, (y, x) in enumerate(zip(top, left)):
             bottom, right = min(height, y + TILE), min(width, x + TILE)
             out[y:bottom, x:right] = colour[n, : bottom - y, : right - x]
     return out

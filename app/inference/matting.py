@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from app.inference.pipeline import matte_at_size
-from app.inference.refine import to_unit_floats
+from app.inference.refine import pieces, sample_pieces, to_unit_floats
 
 
 @dataclass(frozen=True)
@@ -203,31 +203,6 @@ def _guided_coefficients(image: torch.Tensor, alpha: torch.Tensor, active: torch
     return tiles.to_map(smoothed, torch.zeros(1, 4, height, width))
 
 
-def _sample(maps: torch.Tensor, factor: int, ys: torch.Tensor, xs: torch.Tensor, block: int) -> torch.Tensor:
-    """Work-size ``maps`` (``1 x C x h x w``) bilinearly at every full-size pixel of the blocks at (ys, xs): ``n x C x block^2``."""
-    _, channels, height, width = maps.shape
-    offsets = torch.arange(block, dtype=torch.float32) + 0.5
-    gy = (ys[:, None].float() + offsets) / (factor * height) * 2 - 1
-    gx = (xs[:, None].float() + offsets) / (factor * width) * 2 - 1
-    n = len(ys)
-    grid = torch.stack((gx[:, None, :].expand(n, block, block), gy[:, :, None].expand(n, block, block)), -1)
-    sampled = F.grid_sample(maps, grid.reshape(1, n * block, block, 2), mode="bilinear", padding_mode="border", align_corners=False)
-    return sampled.reshape(channels, n, block, block).transpose(0, 1)
-
-
-def _blocks(pixels: np.ndarray, ys: list[int], xs: list[int], block: int) -> np.ndarray:
-    """The ``block x block`` pieces of ``pixels`` at (ys, xs), edge-padded past the image."""
-    height, width = pixels.shape[:2]
-    out = np.empty((len(ys), block, block) + pixels.shape[2:], dtype=pixels.dtype)
-    for n, (y, x) in enumerate(zip(ys, xs)):
-        piece = pixels[y : y + block, x : x + block]
-        if piece.shape[:2] != (block, block):
-            pad = ((0, block - piece.shape[0]), (0, block - piece.shape[1])) + ((0, 0),) * (pixels.ndim - 2)
-            piece = np.pad(piece, pad, mode="edge")
-        out[n] = piece
-    return out
-
-
 def worth_refining(width: int, height: int, network_pixels: int, matte: np.ndarray | None = None, params: MattingParams = DEFAULT_PARAMS) -> bool:
     """``BGR_REFINE=auto``'s rule: a photo of more pixels than the network's input (``network_pixels``, S x S: only
     then does the scaled-up matte decide pixels the network never saw) whose ``S x S`` matte is unsure (between
@@ -238,6 +213,15 @@ def worth_refining(width: int, height: int, network_pixels: int, matte: np.ndarr
         return True
     unsure = np.count_nonzero((matte > params.low) & (matte < params.high))
     return unsure >= AUTO_MIN_UNSURE * matte.size
+
+
+def snapped(base: np.ndarray, params: MattingParams = DEFAULT_PARAMS) -> np.ndarray:
+    """``base`` (``H x W`` uint8) with the values the stage takes as certain (at most ``params.low``, at least
+    ``params.high``) set to exactly 0 and 255, as a trimap's known regions are: the stage's output off its band."""
+    table = np.arange(256, dtype=np.uint8)
+    table[: int(params.low * 255) + 1] = 0
+    table[int(np.ceil(params.high * 255)) :] = 255
+    return table[base]
 
 
 @torch.inference_mode()
@@ -284,23 +268,17 @@ def refine_matte(
     share = F.avg_pool2d(_grow(band[None, None].float(), 1), 3, 1, 1)
     maps = torch.cat((coefficients, share), 1)
 
-    if params.snap:
-        certain = np.arange(256, dtype=np.uint8)
-        certain[: int(params.low * 255) + 1] = 0
-        certain[int(np.ceil(params.high * 255)) :] = 255
-        out = certain[base]
-    else:
-        out = base.copy()
+    out = snapped(base, params) if params.snap else base.copy()
     block = WORK_TILE * factor
     ty, tx = torch.nonzero(active, as_tuple=True)
     per_chunk = max(1, CHUNK_PIXELS // (block * block))
     for start in range(0, len(ty), per_chunk):
         ys, xs = ty[start : start + per_chunk] * block, tx[start : start + per_chunk] * block
         y_list, x_list = ys.tolist(), xs.tolist()
-        pixels = torch.from_numpy(_blocks(rgb, y_list, x_list, block)).permute(0, 3, 1, 2).float().div_(255)
-        sampled = _sample(maps, factor, ys, xs, block)
+        pixels = torch.from_numpy(pieces(rgb, y_list, x_list, block)).permute(0, 3, 1, 2).float().div_(255)
+        sampled = sample_pieces(maps, ys, xs, block, factor * work_h, factor * work_w)  # a working pixel spans factor photo pixels
         solved = ((sampled[:, :3] * pixels).sum(1) + sampled[:, 3]).sub_(params.levels).div_(1 - 2 * params.levels).clamp_(0, 1)
-        old = torch.from_numpy(_blocks(out, y_list, x_list, block)).float().div_(255)  # blocks are disjoint: not yet written
+        old = torch.from_numpy(pieces(out, y_list, x_list, block)).float().div_(255)  # blocks are disjoint: not yet written
         weight = sampled[:, 4]
         mixed = (old + weight * (solved - old)).mul_(255).add_(0.5).to(torch.uint8).numpy()
         touched = (weight > 0).numpy()

@@ -1,10 +1,13 @@
 """Matte refinements around the model: flip test-time augmentation and guided-filter upsampling; with the box filter
-(also the foreground's colours') and the pixels-to-floats conversion (also the matting stage's).
+(also the foreground's colours'), the pixels-to-floats conversion, and the square pieces of a full-size photo that the
+matting stage and the foreground's colours work on (their pixels, and a smaller map sampled at them).
 
 All in torch, so they run wherever the model runs (CPU or GPU).
 """
 
 from __future__ import annotations
+
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -16,6 +19,33 @@ def to_unit_floats(pixels: np.ndarray) -> torch.Tensor:
     # A copy: decoded images and PIL's outputs are read-only, which torch.from_numpy warns about.
     tensor = torch.from_numpy(np.array(pixels, copy=True)).float().div_(255)
     return tensor[None, None] if tensor.ndim == 2 else tensor.permute(2, 0, 1)[None]
+
+
+def pieces(pixels: np.ndarray, tops: Sequence[int], lefts: Sequence[int], size: int) -> np.ndarray:
+    """The ``size x size`` pieces of ``pixels`` (``H x W [x C]``) whose top-left corners are (tops, lefts), which may
+    lie past the image's edge: pixels past it repeat the edge (as box_filter's replicated edges). ``n x size x size [x C]``."""
+    height, width = pixels.shape[:2]
+    out = np.empty((len(tops), size, size) + pixels.shape[2:], dtype=pixels.dtype)
+    for n, (y, x) in enumerate(zip(tops, lefts)):
+        piece = pixels[max(y, 0) : max(y + size, 0), max(x, 0) : max(x + size, 0)]
+        if piece.shape[:2] != (size, size):
+            above, before = min(size, max(0, -y)), min(size, max(0, -x))
+            pad = ((above, size - above - piece.shape[0]), (before, size - before - piece.shape[1])) + ((0, 0),) * (pixels.ndim - 2)
+            piece = np.pad(piece, pad, mode="edge")
+        out[n] = piece
+    return out
+
+
+def sample_pieces(maps: torch.Tensor, tops: torch.Tensor, lefts: torch.Tensor, size: int, height: float, width: float) -> torch.Tensor:
+    """``maps`` (``1 x C x h x w``), spanning a ``height x width`` image, bilinearly at every image pixel of its
+    ``size x size`` pieces at (tops, lefts) (past the edge: the edge's value): ``n x C x size x size``."""
+    channels, n = maps.shape[1], len(tops)
+    offsets = torch.arange(size, dtype=torch.float32) + 0.5
+    gy = (tops[:, None].float() + offsets) / height * 2 - 1
+    gx = (lefts[:, None].float() + offsets) / width * 2 - 1
+    grid = torch.stack((gx[:, None, :].expand(n, size, size), gy[:, :, None].expand(n, size, size)), -1)
+    sampled = F.grid_sample(maps, grid.reshape(1, n * size, size, 2), mode="bilinear", padding_mode="border", align_corners=False)
+    return sampled.reshape(channels, n, size, size).transpose(0, 1)
 
 
 def box_filter(x: torch.Tensor, radius: int) -> torch.Tensor:
