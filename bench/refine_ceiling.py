@@ -13,10 +13,18 @@ to IS-Net alone on each half (A: even rows, B: odd rows), with the median second
   1 MP working size (``ceiling 1MP``);
 - ``coarse-to-fine 1MP band B``: the stage's result as the prior of a second pass at a 1 MP working size, in the band
   where that result is unsure, widened by B (network pixels of 1/2048 of the long side);
+- ``data term L``: robust matting's sampling term (Wang & Cohen 2007) added to the stage's solver: at each band pixel,
+  F and B are the mean colours of the nearest certain foreground and background (the smallest of windows of 1-16
+  band widths that holds some), alpha's colour projection between them is a second target, weighted L times a
+  confidence that is high where F and B differ (``|F - B|^2 / (|F - B|^2 + 0.3^2)``) and the pixel lies on their line
+  (``exp(-residual^2 / 0.05^2)``): where colour separates, it decides, rather than the network's matte;
 - ``gamma G``: the refined pixels' alpha raised to G (the stage's output over-estimates faint hair);
 - ``mix W``: the refined pixels blended with the network's matte, W of the stage's;
 - with ``--pymatting`` (about 9 minutes more): the band solved by pymatting's closed-form, KNN, large-kernel, random-walk
   and learning-based solvers on the trimap (the band unknown, the rest the network's matte, no prior).
+
+It also prints the signed error of IS-Net alone and of the stage in the soft band, by the truth's level (does the
+stage over- or under-estimate faint hair, and by how much of its error).
 
 For each family with a parameter, the value with the lowest objective (the mean of the three ratios) on one half is
 reported on the other, both ways round.
@@ -44,7 +52,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from hires import HALVES, DeltaScorer, load_photo, load_truth, network_matte, read_pairs  # noqa: E402
 
-from app.inference.matting import DEFAULT_PARAMS, _reduced, refine_matte, snapped  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from app.inference.matting import DEFAULT_PARAMS, _reduced, refine_matte, snapped, solve_band  # noqa: E402
 from app.inference.pipeline import matte_at_size  # noqa: E402
 
 OUT = ROOT / "bench" / "results" / "refine_ceiling.json"
@@ -73,6 +83,41 @@ def coarse_to_fine(band: float, work_pixels: int = 1_000_000, side: int = 2048):
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
         prior = np.asarray(Image.fromarray(stage).resize(size, Image.BILINEAR), dtype=np.float32) / 255
         return refine_matte(rgb, prior, stage, replace(DEFAULT_PARAMS, work_pixels=work_pixels, band=band))
+
+    return variant
+
+
+def _nearest_known_mean(image: torch.Tensor, known: torch.Tensor, reach: int) -> torch.Tensor:
+    """``1 x 3 x h x w`` colours, ``1 x 1 x h x w`` 0/1 mask -> the mean colour of the known pixels in the smallest
+    square window (radius ``reach`` times 1, 2, 4, 8 or 16) holding at least 2 % of them; the mean of all elsewhere."""
+    out = known.new_zeros(image.shape)
+    done = torch.zeros_like(known, dtype=torch.bool)
+    for scale in (1, 2, 4, 8, 16):
+        r = reach * scale
+        box = lambda x: F.avg_pool2d(F.avg_pool2d(x, (2 * r + 1, 1), 1, (r, 0)), (1, 2 * r + 1), 1, (0, r))  # noqa: E731
+        share = box(known)
+        fresh = (share > 0.02) & ~done
+        out = torch.where(fresh, box(image * known) / share.clamp_min(1e-6), out)
+        done |= fresh
+    everywhere = (image * known).sum((2, 3), keepdim=True) / known.sum().clamp_min(1)
+    return torch.where(done, out, everywhere)
+
+
+def data_term(weight: float, separation: float = 0.3, residual: float = 0.05):
+    def variant(rgb, matte, base, stage, truth):
+        def solve(image, prior, band, params):
+            reach = max(1, round(params.band * max(image.shape[2:]) / max(matte.shape)))
+            off_band = (~band)[None, None].float()
+            foreground = _nearest_known_mean(image, off_band * (prior >= 0.5).float(), reach)
+            background = _nearest_known_mean(image, off_band * (prior < 0.5).float(), reach)
+            span = foreground - background
+            length2 = (span * span).sum(1, keepdim=True)
+            projected = (((image - background) * span).sum(1, keepdim=True) / length2.clamp_min(1e-6)).clamp(0, 1)
+            off_line = ((image - background - projected * span) ** 2).sum(1, keepdim=True)
+            confidence = weight * length2 / (length2 + separation**2) * torch.exp(-off_line / residual**2)
+            return solve_band(image, prior, band, params, data=(projected, confidence))
+
+        return refine_matte(rgb, matte, base, solve=solve)
 
     return variant
 
@@ -122,11 +167,25 @@ def variants(with_pymatting: bool) -> dict[str, tuple[str, object]]:
     table = {"stage": ("stage", None), "ceiling": ("ceiling", ceiling(DEFAULT_PARAMS.work_pixels)),
              "ceiling 1MP": ("ceiling 1MP", ceiling(1_000_000))}
     table.update({f"coarse-to-fine 1MP band {b:g}": ("coarse-to-fine", coarse_to_fine(b)) for b in (2.0, 4.0)})
+    table.update({f"data term {w:g}": ("data term", data_term(w)) for w in (0.01, 0.03, 0.1, 0.3)})
     table.update({f"gamma {g:g}": ("gamma", gamma(g)) for g in (1.1, 1.2, 1.35, 1.5, 1.7)})
     table.update({f"mix {w:g}": ("mix", mix(w)) for w in (0.8, 0.6)})
     if with_pymatting:
         table.update({f"pymatting {n}": ("pymatting", pymatting_solver(n)) for n in ("cf", "knn", "lkm", "rw", "lbdm")})
     return table
+
+
+LEVELS = (0.03, 0.15, 0.35, 0.65, 0.85, 0.97)  # the soft band's truth levels the signed error is split by
+
+
+def signed_by_level(alpha: np.ndarray, truth: np.ndarray) -> list[list[float]]:
+    """``H x W`` uint8 alpha, float truth in [0, 1] -> per level bin: [pixels, sum of signed error, sum of |error|]."""
+    out = []
+    for low, high in zip(LEVELS, LEVELS[1:]):
+        inside = (truth > low) & (truth <= high)
+        error = alpha[inside].astype(np.float32) / 255 - truth[inside]
+        out.append([int(inside.sum()), float(error.sum(dtype=np.float64)), float(np.abs(error).sum(dtype=np.float64))])
+    return out
 
 
 def summary(rows: list[dict], name: str, half: str) -> dict[str, float]:
@@ -148,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     pairs = read_pairs()
     if args.ids:
         pairs = [pairs[int(i)] for i in args.ids.split(",")]
-    rows = []
+    rows, levels = [], {}
     for index, pair in enumerate(pairs, 1):
         data, rgb = load_photo(pair.image)
         matte, _ = network_matte(None, rgb, data)
@@ -159,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
         stage = refine_matte(rgb, matte, base)
         stage_s = time.perf_counter() - started
         rows.append({"variant": "isnet", "id": pair.id, "half": pair.half, "seconds": 0.0, **scorer.score(base)})
+        for name, alpha in (("isnet", base), ("stage", stage)):
+            levels.setdefault((name, pair.half), []).append(signed_by_level(alpha, truth))
         for name, (_, function) in table.items():
             started = time.perf_counter()
             alpha = stage if function is None else function(rgb, matte, base, stage, truth)
@@ -172,6 +233,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'variant':32s} | " + " | ".join(f"{h}: MAE x  soft x  grad x   s" for h in halves))
     for name, by_half in results.items():
         print(f"{name:32s} | " + " | ".join(f"{h}: {s['mae_x']:.3f}  {s['soft_x']:.3f}  {s['grad_x']:.3f}  {s['median_s']:.2f}" for h, s in by_half.items()))
+    by_level = {}
+    print("\nsigned error in the soft band by the truth's level (mean error, mean |error|; all pixels of a half pooled)")
+    for (name, half), per_photo in sorted(levels.items(), key=lambda item: (item[0][1], item[0][0])):
+        pooled = np.sum(np.array(per_photo), axis=0)
+        by_level[f"{name} {half}"] = [{"truth": [low, high], "pixels": int(n), "mean": s / max(n, 1), "mean_abs": a / max(n, 1)}
+                                      for (low, high), (n, s, a) in zip(zip(LEVELS, LEVELS[1:]), pooled)]
+        cells = "  ".join(f"{c['truth'][0]:.2f}-{c['truth'][1]:.2f}: {c['mean']:+.3f} ({c['mean_abs']:.3f})" for c in by_level[f"{name} {half}"])
+        print(f"{half} {name:6s} {cells}")
     picks = {}
     if len(halves) == 2:
         for family in sorted({f for f, _ in table.values()} - {"stage", "ceiling", "ceiling 1MP", "pymatting"}):
@@ -182,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
                 picks[f"{family}, picked on {picked_on}"] = {"variant": best, "held_out": held_out, **s}
                 print(f"{family}: picked on {picked_on}: {best}  ->  on {held_out}: MAE x{s['mae_x']:.3f}, soft-band x{s['soft_x']:.3f}, grad x{s['grad_x']:.3f}")
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps({"results": results, "picks": picks, "rows": rows}, indent=1) + "\n")
+    OUT.write_text(json.dumps({"results": results, "picks": picks, "by_level": by_level, "rows": rows}, indent=1) + "\n")
     return 0
 
 

@@ -17,7 +17,7 @@ from PIL import Image, ImageFilter
 
 from app.imaging.decode import decode_image
 from app.imaging.png import iter_matte_png, iter_rgba_png
-from app.inference.matting import DEFAULT_PARAMS, refine_matte, worth_refining
+from app.inference.matting import DEFAULT_PARAMS, refine_matte, solve_band, worth_refining
 from app.inference.pipeline import matte_at_size, model_input
 from conftest import SEGMENT, png_bytes, require_shared
 
@@ -106,6 +106,27 @@ def test_only_the_band_is_solved_and_a_flat_matte_comes_back_as_it_was(synthetic
         flat = np.full_like(matte, level)
         flat_base = matte_at_size(flat, 2400, 1600)
         assert (refine_matte(rgb, flat, flat_base) == flat_base).all()
+
+
+def test_the_solvers_second_target_pulls_by_its_confidence(synthetic):
+    """solve_band's optional data term (bench/refine_ceiling.py's sampling term): no confidence changes nothing, an
+    overwhelming one gives its target on the band, and the prior stays off the band either way."""
+    import torch
+
+    rgb, alpha, matte, base = synthetic
+    image = torch.from_numpy(rgb[::8, ::8].astype(np.float32) / 255).permute(2, 0, 1)[None]
+    prior = torch.from_numpy(network_like(alpha[::8, ::8], 100))[None, None]
+    prior = torch.nn.functional.interpolate(prior, size=image.shape[2:], mode="bilinear", align_corners=False)
+    band = ((prior > 0.05) & (prior < 0.95))[0, 0]
+    target = torch.full_like(prior, 0.25)
+    plain = solve_band(image, prior, band, DEFAULT_PARAMS)
+    assert torch.equal(solve_band(image, prior, band, DEFAULT_PARAMS, data=(target, torch.zeros_like(prior))), plain)
+    pulled = solve_band(image, prior, band, DEFAULT_PARAMS, data=(target, torch.full_like(prior, 100.0)))
+    assert torch.equal(pulled[0, 0][~band], prior[0, 0][~band])
+    assert (pulled[0, 0][band] - 0.25).abs().mean() < 0.01  # the band's rim still feels the fixed prior beside it
+    halfway = solve_band(image, prior, band, DEFAULT_PARAMS, data=(target, torch.full_like(prior, 3e-3)))
+    distance = lambda a: float((a[0, 0][band] - 0.25).abs().mean())  # noqa: E731
+    assert distance(pulled) < distance(halfway) < distance(plain)
 
 
 @pytest.mark.parametrize("size", [(57, 50), (301, 999), (1500, 7)])

@@ -351,12 +351,20 @@ def band_system(image: torch.Tensor, band: torch.Tensor, epsilon: float) -> tupl
     return stencil, torch.stack((ys, xs), 1), index
 
 
-def solve_band(image: torch.Tensor, prior: torch.Tensor, band: torch.Tensor, params: MattingParams = DEFAULT_PARAMS) -> torch.Tensor:
+def solve_band(
+    image: torch.Tensor,
+    prior: torch.Tensor,
+    band: torch.Tensor,
+    params: MattingParams = DEFAULT_PARAMS,
+    data: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:
     """Closed-form matting of the band with the prior as a soft constraint: the minimum of
     ``alpha' L alpha + sum_i weight_i (alpha_i - prior_i)^2`` over the band's alphas, the rest fixed at the prior.
 
-    image ``1 x 3 x h x w`` in [0, 1]; prior ``1 x 1 x h x w`` in [0, 1]; band ``h x w`` bool. Returns
-    ``1 x 1 x h x w`` float32 in [0, 1]: the prior off the band, the solution on it.
+    image ``1 x 3 x h x w`` in [0, 1]; prior ``1 x 1 x h x w`` in [0, 1]; band ``h x w`` bool; data: an optional
+    second term ``sum_i confidence_i (alpha_i - target_i)^2``, as (target, confidence) ``1 x 1 x h x w`` maps (the
+    bench's sampling data term; the stage serves none). Returns ``1 x 1 x h x w`` float32 in [0, 1]: the prior off
+    the band, the solution on it.
     """
     _, _, height, width = image.shape
     stencil, positions, index = band_system(image, band, params.epsilon)
@@ -372,6 +380,10 @@ def solve_band(image: torch.Tensor, prior: torch.Tensor, band: torch.Tensor, par
     own = padded[index[:, 12]]
     sureness = (2 * own - 1).abs()
     weight = params.prior_unsure + (params.prior - params.prior_unsure) * sureness
+    if data is not None:  # two quadratic pulls add up to one: their summed weight toward their weighted mean
+        target, confidence = (m[0, 0, positions[:, 0], positions[:, 1]].double() for m in data)
+        rhs += confidence * (target - own)
+        weight = weight + confidence
     system = stencil.float()  # built in float64; float32 steps converge to within 1e-5 of float64's
     weight = weight.float()
 
