@@ -88,8 +88,9 @@ def coarse_to_fine(band: float, work_pixels: int = 1_000_000, side: int = 2048):
 
 
 def _nearest_known_mean(image: torch.Tensor, known: torch.Tensor, reach: int) -> torch.Tensor:
-    """``1 x 3 x h x w`` colours, ``1 x 1 x h x w`` 0/1 mask -> the mean colour of the known pixels in the smallest
-    square window (radius ``reach`` times 1, 2, 4, 8 or 16) holding at least 2 % of them; the mean of all elsewhere."""
+    """``1 x 3 x h x w`` colours, ``1 x 1 x h x w`` 0/1 mask -> at each pixel, the mean colour of the known pixels in
+    the smallest square window around it (radius ``reach`` times 1, 2, 4, 8 or 16) of which at least 2 % are known;
+    where none is, the mean of all the known pixels."""
     out = known.new_zeros(image.shape)
     done = torch.zeros_like(known, dtype=torch.bool)
     for scale in (1, 2, 4, 8, 16):
