@@ -52,10 +52,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from hires import HALVES, DeltaScorer, load_photo, load_truth, network_matte, read_pairs  # noqa: E402
 
-import torch.nn.functional as F  # noqa: E402
-
 from app.inference.matting import DEFAULT_PARAMS, _reduced, refine_matte, snapped, solve_band  # noqa: E402
 from app.inference.pipeline import matte_at_size  # noqa: E402
+from app.inference.refine import box_filter  # noqa: E402
 
 OUT = ROOT / "bench" / "results" / "refine_ceiling.json"
 METRICS = ("mae", "soft", "grad")
@@ -94,11 +93,9 @@ def _nearest_known_mean(image: torch.Tensor, known: torch.Tensor, reach: int) ->
     out = known.new_zeros(image.shape)
     done = torch.zeros_like(known, dtype=torch.bool)
     for scale in (1, 2, 4, 8, 16):
-        r = reach * scale
-        box = lambda x: F.avg_pool2d(F.avg_pool2d(x, (2 * r + 1, 1), 1, (r, 0)), (1, 2 * r + 1), 1, (0, r))  # noqa: E731
-        share = box(known)
+        share = box_filter(known, reach * scale)
         fresh = (share > 0.02) & ~done
-        out = torch.where(fresh, box(image * known) / share.clamp_min(1e-6), out)
+        out = torch.where(fresh, box_filter(image * known, reach * scale) / share.clamp_min(1e-6), out)
         done |= fresh
     everywhere = (image * known).sum((2, 3), keepdim=True) / known.sum().clamp_min(1)
     return torch.where(done, out, everywhere)
